@@ -1,0 +1,129 @@
+"""``recsys-notify``: the same step functions the DAGs call, from a shell.
+
+Each subcommand takes ``--date`` (one day) or ``--start/--end`` (an inclusive range, run day by day).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from recsys_notify.config import ConfigError, load_settings
+from recsys_notify.storage import Storage, StorageError, as_date, date_range
+
+Handler = Callable[[argparse.Namespace, Any, Storage], Any]
+COMMANDS: dict[str, tuple[str, Handler, Callable[[argparse.ArgumentParser], None]]] = {}
+
+
+def command(name: str, help_text: str, configure: Callable[[argparse.ArgumentParser], None] = lambda p: None):
+    """Register a subcommand handler ``(args, settings, storage) -> result``."""
+
+    def wrap(fn: Handler) -> Handler:
+        COMMANDS[name] = (help_text, fn, configure)
+        return fn
+
+    return wrap
+
+
+def add_dates(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--date", type=as_date, help="day to process (YYYY-MM-DD)")
+    p.add_argument("--start", type=as_date, help="first day of a range (inclusive)")
+    p.add_argument("--end", type=as_date, help="last day of a range (inclusive)")
+
+
+def days_of(args: argparse.Namespace) -> list[date]:
+    if args.date and (args.start or args.end):
+        raise SystemExit("give either --date or --start/--end, not both")
+    if args.date:
+        return [args.date]
+    if args.start and args.end:
+        return date_range(args.start, args.end)
+    raise SystemExit("--date or --start and --end are required")
+
+
+def for_each_day(args: argparse.Namespace, step: Callable[[date], Any]) -> list[Any]:
+    """Run ``step`` for every requested day with a progress bar."""
+    from tqdm import tqdm
+
+    days = days_of(args)
+    return [step(d) for d in tqdm(days, desc=args.command, unit="day", disable=len(days) == 1, file=sys.stderr)]
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--items", type=int, default=5000)
+    p.add_argument("--days", type=int, default=14)
+    p.add_argument("--end", type=as_date, default=date(2026, 11, 14), help="last generated day")
+    p.add_argument("--seed", type=int, default=0)
+
+
+@command("generate", "write synthetic events/items/users and their ground truth", _generate_args)
+def _generate(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+    from tqdm import tqdm
+
+    from recsys_notify.synthetic import generate, generator_config
+
+    cfg = generator_config(args.users, args.items, args.days, args.end, args.seed)
+    with tqdm(total=args.days, desc="generate", unit="day", file=sys.stderr) as bar:
+        def progress(msg: str) -> None:
+            bar.set_postfix_str(msg)
+            bar.update(1)
+
+        return generate(storage, cfg, progress)
+
+
+def _ingest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", choices=["events", "items", "users"])
+    p.add_argument("path", help="Parquet file or directory to load")
+    p.add_argument("--date", type=as_date, required=True)
+    p.add_argument("--max-invalid-fraction", type=float, default=0.5)
+
+
+@command("ingest", "validate a raw Parquet file and write it as one partition (bad rows quarantined)", _ingest_args)
+def _ingest(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+    import pandas as pd
+
+    from recsys_notify.contract import ingest
+
+    frame = pd.read_parquet(args.path)
+    return ingest(storage, args.dataset, args.date, frame, max_invalid_fraction=args.max_invalid_fraction)
+
+
+def _partitions_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset")
+
+
+@command("partitions", "list the committed dates of a dataset", _partitions_args)
+def _partitions(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+    return [d.isoformat() for d in storage.dates(args.dataset)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys-notify", description=__doc__)
+    parser.add_argument("--config", help="YAML config file (default: $RECSYS_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, _, configure) in COMMANDS.items():
+        configure(sub.add_parser(name, help=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        storage = Storage(settings.data_root)
+        result = COMMANDS[args.command][1](args, settings, storage)
+    except (ConfigError, StorageError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if result is not None:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,223 @@
+"""Data contract for the raw datasets (events, items, users) and their validation.
+
+Rows that break the contract are never dropped silently: they go to a sibling
+``{dataset}_quarantine`` partition with a ``reason`` column and are counted. A partition that is
+missing columns, has uncastable types, is empty, or is mostly invalid fails as a whole with an
+error naming the column or count, before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys_notify.storage import Storage, as_date
+
+EMBEDDING_DIM = 128
+LANGUAGES = frozenset({"en", "es", "pt", "hi", "id", "ru", "de", "fr", "tr", "ar", "ja", "ko", "vi", "th", "it"})
+MAX_COMPLETION = 1.5  # above this the watch time is a clock-skew artefact, not a rewatch
+
+SCHEMAS: dict[str, dict[str, str]] = {
+    "events": {
+        "user_id": "int64", "item_id": "int64", "session_id": "int64", "ts": "datetime64[us, UTC]",
+        "watch_time_s": "float64", "duration_s": "float64", "liked": "bool", "shared": "bool",
+    },
+    "items": {
+        "item_id": "int64", "creator_id": "int64", "language": "str", "duration_s": "float64",
+        "created_ts": "datetime64[us, UTC]", "caption": "str", "embedding": "embedding",
+    },
+    "users": {"user_id": "int64", "language": "str", "signup_ts": "datetime64[us, UTC]"},
+}
+KEYS = {"events": ["user_id", "item_id"], "items": ["item_id"], "users": ["user_id"]}
+
+# Which command produces each dataset, for "run X for date Y first" errors.
+PRODUCERS: dict[str, str] = {
+    "events": "`recsys-notify generate` or `recsys-notify ingest events`",
+    "items": "`recsys-notify generate` or `recsys-notify ingest items`",
+    "users": "`recsys-notify generate` or `recsys-notify ingest users`",
+    "pair_interactions": "the pair_mining DAG (`recsys-notify mine-pairs`)",
+    "pair_items": "the pair_mining DAG (`recsys-notify mine-pairs`)",
+    "pairs": "the pair_mining DAG (`recsys-notify mine-pairs`)",
+    "gem_embeddings": "the gem_training DAG (`recsys-notify train-gem`)",
+    "user_medoids": "the user_medoids DAG (`recsys-notify user-medoids`)",
+    "global_medoids": "the global_medoids DAG (`recsys-notify global-medoids`)",
+    "global_clusters": "the global_medoids DAG (`recsys-notify global-medoids`)",
+    "templates": "the global_medoids DAG (`recsys-notify global-medoids`)",
+    "overrides": "the global_medoids DAG (`recsys-notify global-medoids`)",
+    "outbox": "the notifications DAG (`recsys-notify notify`)",
+    "delivery_log": "the notifications DAG (`recsys-notify notify`)",
+}
+
+
+class ContractError(ValueError):
+    """The partition as a whole cannot be accepted."""
+
+
+@dataclass
+class ValidationResult:
+    valid: pd.DataFrame
+    quarantine: pd.DataFrame
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def invalid_rows(self) -> int:
+        return len(self.quarantine)
+
+
+def _check_columns(dataset: str, df: pd.DataFrame) -> None:
+    missing = [c for c in SCHEMAS[dataset] if c not in df.columns]
+    if missing:
+        raise ContractError(f"{dataset}: missing column(s) {', '.join(missing)} ({len(df)} rows rejected)")
+
+
+def _coerce(dataset: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Cast to contract dtypes; a value that cannot be cast is a type error for the whole column."""
+    out = pd.DataFrame(index=df.index)
+    for col, dtype in SCHEMAS[dataset].items():
+        series = df[col]
+        try:
+            if dtype == "embedding":
+                out[col] = series
+            elif dtype == "str":
+                if not (pd.api.types.is_string_dtype(series) or pd.api.types.is_object_dtype(series)):
+                    raise TypeError(f"expected strings, got {series.dtype}")
+                out[col] = series.astype(object)
+            elif dtype.startswith("datetime64"):
+                if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+                    raise TypeError(f"expected timestamps, got {series.dtype}")
+                out[col] = pd.to_datetime(series, utc=True).astype(dtype)
+            elif dtype == "bool":
+                if not pd.api.types.is_bool_dtype(series):
+                    raise TypeError(f"expected bool, got {series.dtype}")
+                out[col] = series.astype(bool)
+            elif dtype == "int64":
+                if not (pd.api.types.is_integer_dtype(series) or pd.api.types.is_float_dtype(series)):
+                    raise TypeError(f"expected integers, got {series.dtype}")
+                out[col] = series.astype("Int64") if series.isna().any() else series.astype("int64")
+            else:
+                if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+                    raise TypeError(f"expected numbers, got {series.dtype}")
+                out[col] = series.astype(dtype)
+        except (TypeError, ValueError) as exc:
+            raise ContractError(f"{dataset}: column {col} has wrong type: {exc}") from None
+    return out
+
+
+def _embedding_problems(values: pd.Series, dim: int) -> pd.Series:
+    """Reason per row (or None) for embeddings that are missing, wrong length, non-finite or all zero."""
+    reasons = []
+    for v in values:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            reasons.append("embedding missing")
+            continue
+        arr = np.asarray(v, dtype=np.float64)
+        if arr.ndim != 1 or arr.shape[0] != dim:
+            reasons.append(f"embedding length {arr.size} != {dim}")
+        elif not np.isfinite(arr).all():
+            reasons.append("embedding has NaN or inf")
+        elif not arr.any():
+            reasons.append("embedding all zeros")
+        else:
+            reasons.append(None)
+    return pd.Series(reasons, index=values.index, dtype=object)
+
+
+def _row_reasons(dataset: str, df: pd.DataFrame, dt: date | None, known_items: np.ndarray | None) -> pd.Series:
+    """First reason each row breaks the contract (None for valid rows); checks run in order."""
+    reason = pd.Series([None] * len(df), index=df.index, dtype=object)
+
+    def flag(mask: pd.Series, text: str) -> None:
+        mask = mask.fillna(False).astype(bool) & reason.isna()
+        reason[mask] = text
+
+    for key in KEYS[dataset] + (["session_id"] if dataset == "events" else []):
+        flag(df[key].isna(), f"null {key}")
+    if dataset == "events":
+        flag(df["ts"].isna(), "null ts")
+        flag(df["watch_time_s"].isna(), "watch_time_s is NaN")
+        flag(df["watch_time_s"] < 0, "negative watch_time_s")
+        flag(df["duration_s"].isna() | (df["duration_s"] <= 0), "duration_s <= 0")
+        completion = df["watch_time_s"] / df["duration_s"].where(df["duration_s"] > 0)
+        flag(completion > MAX_COMPLETION, f"completion > {MAX_COMPLETION} (clock skew)")
+        if dt is not None:
+            flag(df["ts"].dt.floor("D") != pd.Timestamp(dt, tz="UTC"), f"ts outside partition {dt}")
+        if known_items is not None:
+            flag(~df["item_id"].isin(known_items), "unknown item_id")
+        dup_cols = ["user_id", "item_id", "session_id", "ts"]
+        flag(df.duplicated(dup_cols, keep="first"), "duplicate event")
+    elif dataset == "items":
+        flag(df["duration_s"].isna() | (df["duration_s"] <= 0), "duration_s <= 0")
+        flag(~df["language"].isin(LANGUAGES), "unknown language code")
+        problems = _embedding_problems(df["embedding"], EMBEDDING_DIM)
+        for text in problems.dropna().unique():
+            flag(problems == text, text)
+        flag(df.duplicated("item_id", keep="first"), "duplicate item_id")
+    elif dataset == "users":
+        flag(~df["language"].isin(LANGUAGES), "unknown language code")
+        flag(df.duplicated("user_id", keep="first"), "duplicate user_id")
+    return reason
+
+
+def validate(dataset: str, df: pd.DataFrame, dt: date | str | None = None,
+             known_items: np.ndarray | None = None, max_invalid_fraction: float = 0.5) -> ValidationResult:
+    """Split ``df`` into contract-conforming rows and quarantined rows with a reason."""
+    if dataset not in SCHEMAS:
+        raise ContractError(f"unknown dataset {dataset!r}; expected one of {sorted(SCHEMAS)}")
+    _check_columns(dataset, df)
+    if len(df) == 0:
+        raise ContractError(f"{dataset}: partition{f' {as_date(dt)}' if dt else ''} is empty (0 rows)")
+    typed = _coerce(dataset, df.reset_index(drop=True))
+    reasons = _row_reasons(dataset, typed, as_date(dt) if dt is not None else None, known_items)
+    bad = reasons.notna()
+    counts = {str(k): int(v) for k, v in reasons[bad].value_counts().sort_index().items()}
+    if bad.mean() > max_invalid_fraction:
+        detail = ", ".join(f"{k}: {v}" for k, v in counts.items())
+        raise ContractError(
+            f"{dataset}: {int(bad.sum())} of {len(typed)} rows invalid "
+            f"(more than {max_invalid_fraction:.0%}); nothing written. Reasons: {detail}"
+        )
+    valid = typed[~bad].reset_index(drop=True)
+    for key in KEYS[dataset] + (["session_id"] if dataset == "events" else []):
+        valid[key] = valid[key].astype("int64")
+    if dataset == "events":
+        valid["completion"] = (valid["watch_time_s"] / valid["duration_s"]).astype("float64")
+    if dataset == "items":
+        valid["embedding"] = [np.asarray(v, dtype=np.float32) for v in valid["embedding"]]
+    quarantine = df.reset_index(drop=True)[bad.to_numpy()].copy()
+    quarantine = quarantine.astype({c: "string" for c in quarantine.columns if c != "embedding"})
+    if "embedding" in quarantine:
+        quarantine["embedding"] = quarantine["embedding"].map(lambda v: None if v is None else str(list(np.ravel(v)))[:2000])
+    quarantine["reason"] = reasons[bad].to_numpy()
+    return ValidationResult(valid, quarantine, counts)
+
+
+def ingest(storage: Storage, dataset: str, dt: date | str, df: pd.DataFrame,
+           known_items: np.ndarray | None = None, max_invalid_fraction: float = 0.5) -> dict[str, Any]:
+    """Validate and write one raw partition plus its quarantine sibling; return counts."""
+    day = as_date(dt)
+    if dataset == "events" and known_items is None:
+        known_items = storage.read_upto("items", day, columns=["item_id"])["item_id"].to_numpy()
+    result = validate(dataset, df, day if dataset == "events" else None, known_items, max_invalid_fraction)
+    storage.write(dataset, day, result.valid)
+    storage.write(f"{dataset}_quarantine", day, result.quarantine)
+    return {"rows": len(result.valid), "quarantined": result.invalid_rows, "reasons": result.counts}
+
+
+def embedding_matrix(values: pd.Series, dim: int = EMBEDDING_DIM) -> np.ndarray:
+    """Stack an embedding column into a float32 (n, dim) matrix, refusing bad vectors by name."""
+    if len(values) == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    try:
+        matrix = np.stack(values.to_numpy()).astype(np.float32, copy=False)
+        if matrix.shape == (len(values), dim) and np.isfinite(matrix).all() and matrix.any(axis=1).all():
+            return matrix
+    except (ValueError, TypeError):
+        pass
+    problems = _embedding_problems(values, dim).dropna()
+    if len(problems):
+        raise ContractError(f"{len(problems)} embedding(s) invalid, first: {problems.iloc[0]} (row {problems.index[0]})")
+    raise ContractError(f"embeddings cannot be stacked into ({len(values)}, {dim})")

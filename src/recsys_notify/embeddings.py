@@ -1,0 +1,51 @@
+"""Item vectors for clustering and retrieval, from the configured embedding source.
+
+``content`` is the items' PCA-128 content embedding; ``gem`` is the generic embedding model's
+output (``gem_embeddings`` dataset, newest partition on or before the date). Both are trimmed to
+the first ``trimmed_dim`` values (PCA order puts the most variance first).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from recsys_notify.contract import ContractError, embedding_matrix
+from recsys_notify.storage import Storage
+
+Source = Literal["content", "gem"]
+
+
+def item_vectors(storage: Storage, dt: date, source: Source = "content", dim: int | None = 16,
+                 item_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(item_ids, float32 matrix)`` for items known on ``dt``, optionally only ``item_ids``.
+
+    Unknown ids requested in ``item_ids`` are an error naming how many and one example.
+    """
+    if source == "content":
+        frame = storage.read_upto("items", dt, columns=["item_id", "embedding"])
+    elif source == "gem":
+        frame = storage.read("gem_embeddings", storage.latest_on_or_before("gem_embeddings", dt),
+                             columns=["item_id", "embedding"])
+    else:
+        raise ValueError(f"unknown embedding source {source!r}; expected 'content' or 'gem'")
+    if item_ids is not None:
+        wanted = pd.Index(np.asarray(item_ids, dtype=np.int64))
+        pos = pd.Index(frame["item_id"]).get_indexer(wanted)
+        if (pos < 0).any():
+            missing = wanted[pos < 0]
+            raise ContractError(f"{len(missing)} item id(s) have no {source} embedding on {dt}, e.g. {missing[0]}")
+        frame = frame.iloc[pos]
+    matrix = embedding_matrix(frame["embedding"].reset_index(drop=True), dim=len(frame["embedding"].iloc[0]) if len(frame) else 128)
+    if dim is not None:
+        matrix = np.ascontiguousarray(matrix[:, :dim])
+    return frame["item_id"].to_numpy(np.int64), matrix
+
+
+def l2_normalize(matrix: np.ndarray) -> np.ndarray:
+    """Row-normalise (zero rows stay zero) so inner product equals cosine similarity."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return (matrix / np.where(norms == 0, 1, norms)).astype(np.float32)

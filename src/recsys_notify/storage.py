@@ -1,0 +1,341 @@
+"""Date-partitioned Parquet datasets: ``{root}/{dataset}/dt=YYYYMMDD/``.
+
+Every step reads and writes through :class:`Storage` so local disks and S3 behave the same:
+
+* a partition is visible only once committed, and a rewrite replaces it whole;
+* each committed partition has a ``_manifest.json`` naming its files and row count;
+* locally the partition is written to a hidden temp directory and renamed into place;
+  on S3 (no rename) files go to a fresh version prefix and the manifest is the commit marker;
+* a writer takes a lock per partition, so two concurrent runs for one date cannot interleave:
+  the second fails with a message naming the holder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST = "_manifest.json"
+LOCK = "_lock.json"
+DATE_FMT = "%Y%m%d"
+
+
+class StorageError(RuntimeError):
+    """Base class for storage failures."""
+
+
+class MissingPartitionError(StorageError):
+    """An upstream partition a step needs has not been produced."""
+
+
+class PartitionLockedError(StorageError):
+    """Another run is writing the same partition right now."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    dataset: str
+    dt: date
+    rows: int
+    uri: str
+
+
+def as_date(value: date | datetime | str) -> date:
+    """Accept a date, a datetime (Airflow's logical date) or ``YYYY-MM-DD`` / ``YYYYMMDD``."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    text = str(value).strip()
+    for fmt in ("%Y-%m-%d", DATE_FMT):
+        try:
+            return datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    raise ValueError(f"not a date: {value!r} (expected YYYY-MM-DD)")
+
+
+def date_range(start: date, end: date) -> list[date]:
+    """Inclusive list of days from ``start`` to ``end``."""
+    if end < start:
+        raise ValueError(f"end {end} is before start {start}")
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def _producer_hint(dataset: str) -> str:
+    from recsys_notify.contract import PRODUCERS
+
+    return PRODUCERS.get(dataset, f"the step that writes {dataset!r}")
+
+
+class Storage:
+    """Reads and writes partitions under one root URI (``file://``, plain path, or ``s3://``)."""
+
+    def __init__(self, root: str, storage_options: dict[str, Any] | None = None, lock_stale_s: float = 6 * 3600):
+        self.root_uri = root
+        self.fs, path = fsspec.core.url_to_fs(root, **(storage_options or {}))
+        self.root = path.rstrip("/")
+        self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self.lock_stale_s = lock_stale_s
+        if self.local:
+            os.makedirs(self.root, exist_ok=True)
+
+    # ----- paths -----
+    def dataset_path(self, dataset: str) -> str:
+        if not dataset or "/" in dataset or dataset.startswith(("_", ".")):
+            raise ValueError(f"invalid dataset name {dataset!r}")
+        return f"{self.root}/{dataset}"
+
+    def partition_path(self, dataset: str, dt: date | str) -> str:
+        return f"{self.dataset_path(dataset)}/dt={as_date(dt).strftime(DATE_FMT)}"
+
+    def uri(self, path: str) -> str:
+        return self.fs.unstrip_protocol(path)
+
+    # ----- listing -----
+    def dates(self, dataset: str) -> list[date]:
+        """Committed partition dates, ascending."""
+        base = self.dataset_path(dataset)
+        if not self.fs.exists(base):
+            return []
+        out = []
+        for entry in self.fs.ls(base, detail=False):
+            name = entry.rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith("dt=") and self.fs.exists(f"{entry}/{MANIFEST}"):
+                out.append(datetime.strptime(name[3:], DATE_FMT).date())
+        return sorted(out)
+
+    def exists(self, dataset: str, dt: date | str) -> bool:
+        return self.fs.exists(f"{self.partition_path(dataset, dt)}/{MANIFEST}")
+
+    def manifest(self, dataset: str, dt: date | str) -> dict[str, Any]:
+        path = f"{self.partition_path(dataset, dt)}/{MANIFEST}"
+        try:
+            with self.fs.open(path, "r") as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            raise MissingPartitionError(
+                f"{dataset} has no partition for {as_date(dt)}: run {_producer_hint(dataset)} for {as_date(dt)} first"
+            ) from None
+
+    def files(self, dataset: str, dt: date | str) -> list[str]:
+        """Full paths of the committed files of one partition."""
+        base = self.partition_path(dataset, dt)
+        return [f"{base}/{name}" for name in self.manifest(dataset, dt)["files"]]
+
+    def latest_on_or_before(self, dataset: str, dt: date | str) -> date:
+        """Newest partition not after ``dt`` (for datasets refreshed less often than daily)."""
+        day = as_date(dt)
+        eligible = [d for d in self.dates(dataset) if d <= day]
+        if not eligible:
+            raise MissingPartitionError(
+                f"{dataset} has no partition on or before {day}: run {_producer_hint(dataset)} for {day} first"
+            )
+        return eligible[-1]
+
+    # ----- reading -----
+    def read_table(self, dataset: str, dt: date | str, columns: list[str] | None = None) -> pa.Table:
+        paths = self.files(dataset, dt)
+        tables = []
+        for path in paths:
+            try:
+                tables.append(pq.read_table(path, columns=columns, filesystem=self.fs))
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise StorageError(f"corrupt Parquet file {self.uri(path)} in {dataset} dt={as_date(dt)}: {exc}") from exc
+        if not tables:
+            return pa.table({})
+        return pa.concat_tables(tables, promote_options="default")
+
+    def read(self, dataset: str, dt: date | str, columns: list[str] | None = None) -> pd.DataFrame:
+        return self.read_table(dataset, dt, columns).to_pandas()
+
+    def read_range(self, dataset: str, start: date | str, end: date | str, columns: list[str] | None = None,
+                   allow_missing: bool = False) -> pd.DataFrame:
+        """Concatenate the inclusive date range; a missing day is an error unless allowed."""
+        days = date_range(as_date(start), as_date(end))
+        present = set(self.dates(dataset))
+        missing = [d for d in days if d not in present]
+        if missing and not allow_missing:
+            raise MissingPartitionError(
+                f"{dataset} is missing {len(missing)} partition(s) in {days[0]}..{days[-1]} "
+                f"(first {missing[0]}): run {_producer_hint(dataset)} for those dates first"
+            )
+        tables = [self.read_table(dataset, d, columns) for d in days if d in present]
+        if not tables:
+            raise MissingPartitionError(
+                f"{dataset} has no partitions in {days[0]}..{days[-1]}: run {_producer_hint(dataset)} first"
+            )
+        return pa.concat_tables(tables, promote_options="default").to_pandas()
+
+    def read_upto(self, dataset: str, dt: date | str, columns: list[str] | None = None) -> pd.DataFrame:
+        """Union of all partitions up to ``dt`` (append-only dimension data such as items, users)."""
+        day = as_date(dt)
+        days = [d for d in self.dates(dataset) if d <= day]
+        if not days:
+            raise MissingPartitionError(
+                f"{dataset} has no partition on or before {day}: run {_producer_hint(dataset)} first"
+            )
+        return pa.concat_tables([self.read_table(dataset, d, columns) for d in days],
+                                promote_options="default").to_pandas()
+
+    # ----- writing -----
+    def write(self, dataset: str, dt: date | str, data: pd.DataFrame | pa.Table | Iterable[pa.Table],
+              metadata: dict[str, Any] | None = None) -> WriteResult:
+        """Replace the partition atomically with ``data`` (a frame, a table, or an iterable of chunks)."""
+        day = as_date(dt)
+        target = self.partition_path(dataset, day)
+        chunks = _as_chunks(data)
+        with self._lock(dataset, day):
+            if self.local:
+                rows = self._write_local(target, chunks, metadata)
+            else:
+                rows = self._write_versioned(target, chunks, metadata)
+        return WriteResult(dataset, day, rows, self.uri(target))
+
+    def delete(self, dataset: str, dt: date | str) -> None:
+        target = self.partition_path(dataset, dt)
+        with self._lock(dataset, as_date(dt)):
+            if self.fs.exists(target):
+                self.fs.rm(target, recursive=True)
+
+    def _write_files(self, directory: str, chunks: Iterator[pa.Table], metadata: dict[str, Any] | None,
+                     prefix: str = "") -> tuple[int, dict[str, Any]]:
+        self.fs.makedirs(directory, exist_ok=True)
+        rows, files, schema = 0, [], None
+        for i, chunk in enumerate(chunks):
+            if schema is None:
+                schema = chunk.schema
+            elif not chunk.schema.equals(schema):
+                chunk = chunk.cast(schema)
+            name = f"part-{i:05d}.parquet"
+            pq.write_table(chunk, f"{directory}/{name}", filesystem=self.fs, compression="zstd")
+            files.append(prefix + name)
+            rows += chunk.num_rows
+        manifest = {
+            "files": files,
+            "rows": rows,
+            "columns": [] if schema is None else schema.names,
+            "metadata": metadata or {},
+        }
+        return rows, manifest
+
+    def _write_local(self, target: str, chunks: Iterator[pa.Table], metadata: dict[str, Any] | None) -> int:
+        parent, name = target.rsplit("/", 1)
+        tmp = f"{parent}/.tmp-{name}-{uuid.uuid4().hex}"
+        old = f"{parent}/.old-{name}-{uuid.uuid4().hex}"
+        try:
+            rows, manifest = self._write_files(tmp, chunks, metadata)
+            _write_json(self.fs, f"{tmp}/{MANIFEST}", manifest)
+            if os.path.exists(target):
+                os.rename(target, old)
+            os.rename(tmp, target)
+        except BaseException:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp, recursive=True)
+            if os.path.exists(old) and not os.path.exists(target):
+                os.rename(old, target)
+            raise
+        if os.path.exists(old):
+            self.fs.rm(old, recursive=True)
+        return rows
+
+    def _write_versioned(self, target: str, chunks: Iterator[pa.Table], metadata: dict[str, Any] | None) -> int:
+        version = f"v-{uuid.uuid4().hex}"
+        try:
+            rows, manifest = self._write_files(f"{target}/{version}", chunks, metadata, prefix=f"{version}/")
+            _write_json(self.fs, f"{target}/{MANIFEST}", manifest)
+        except BaseException:
+            if self.fs.exists(f"{target}/{version}"):
+                self.fs.rm(f"{target}/{version}", recursive=True)
+            raise
+        for entry in self.fs.ls(target, detail=False):
+            leaf = entry.rstrip("/").rsplit("/", 1)[-1]
+            if leaf.startswith("v-") and leaf != version:
+                self.fs.rm(entry, recursive=True)
+        return rows
+
+    @contextmanager
+    def _lock(self, dataset: str, day: date) -> Iterator[None]:
+        """Exclusive per-partition lock (local: O_EXCL file; S3: best-effort marker)."""
+        path = f"{self.dataset_path(dataset)}/.lock-dt={day.strftime(DATE_FMT)}"
+        holder = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+        if self.local:
+            os.makedirs(self.dataset_path(dataset), exist_ok=True)
+            self._break_stale_lock(path)
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                raise PartitionLockedError(
+                    f"{dataset} dt={day} is being written by another run ({_read_lock(path)}); "
+                    "retry when it finishes"
+                ) from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(holder, fh)
+        else:
+            if self.fs.exists(path):
+                self._break_stale_lock(path)
+            if self.fs.exists(path):
+                raise PartitionLockedError(f"{dataset} dt={day} is being written by another run; retry later")
+            _write_json(self.fs, path, holder)
+        try:
+            yield
+        finally:
+            try:
+                self.fs.rm(path)
+            except FileNotFoundError:
+                pass
+
+    def _break_stale_lock(self, path: str) -> None:
+        try:
+            with self.fs.open(path, "r") as fh:
+                since = float(json.load(fh).get("since", 0))
+        except (FileNotFoundError, ValueError, json.JSONDecodeError):
+            return
+        if time.time() - since > self.lock_stale_s:
+            self.fs.rm(path)
+
+
+def _read_lock(path: str) -> str:
+    try:
+        with open(path) as fh:
+            info = json.load(fh)
+        return f"host {info.get('host')}, pid {info.get('pid')}"
+    except (OSError, ValueError):
+        return "unknown holder"
+
+
+def _write_json(fs: fsspec.AbstractFileSystem, path: str, payload: dict[str, Any]) -> None:
+    with fs.open(path, "w") as fh:
+        json.dump(payload, fh, indent=1, sort_keys=True, default=str)
+
+
+def _as_chunks(data: pd.DataFrame | pa.Table | Iterable[pa.Table]) -> Iterator[pa.Table]:
+    if isinstance(data, pd.DataFrame):
+        yield pa.Table.from_pandas(data, preserve_index=False)
+    elif isinstance(data, pa.Table):
+        yield data
+    else:
+        for chunk in data:
+            yield chunk if isinstance(chunk, pa.Table) else pa.Table.from_pandas(chunk, preserve_index=False)
+
+
+def storage_from_settings(settings: Any = None) -> Storage:
+    """Storage for the configured data root."""
+    if settings is None:
+        from recsys_notify.config import get_settings
+
+        settings = get_settings()
+    return Storage(settings.data_root)

@@ -1,0 +1,85 @@
+"""MLflow helpers: one place that points MLflow at the configured store and logs lineage.
+
+The default store is SQLite under the data root with artifacts beside it; docker-compose sets
+``RECSYS__MLFLOW_TRACKING_URI`` to its MLflow server instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from typing import Any
+
+from recsys_notify.config import Settings, get_settings
+from recsys_notify.storage import Storage, as_date
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The MLflow tracking store cannot be reached; produced data is kept and the run can be retried."""
+
+
+def configure(settings: Settings | None = None) -> str:
+    """Point MLflow at the configured tracking store and return its URI."""
+    import mlflow
+
+    settings = settings or get_settings()
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        settings.local_root().mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str, settings: Settings | None = None) -> str:
+    """Create the experiment (artifacts under the configured root) if needed; return its id."""
+    import mlflow
+
+    settings = settings or get_settings()
+    configure(settings)
+    try:
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        return mlflow.create_experiment(name, artifact_location=f"{settings.artifact_root.rstrip('/')}/{name}")
+    except Exception as exc:  # mlflow raises several transport-specific types
+        raise TrackingUnavailableError(
+            f"MLflow tracking store {settings.tracking_uri} is unavailable: {exc}. "
+            "Outputs already written are kept; retry the task once the store is back."
+        ) from exc
+
+
+@contextmanager
+def tracked_run(experiment: str, run_name: str, params: dict[str, Any] | None = None,
+                tags: dict[str, str] | None = None, settings: Settings | None = None) -> Iterator[Any]:
+    """Start an MLflow run in ``experiment`` with params and tags; yields the active run."""
+    import mlflow
+
+    exp_id = ensure_experiment(experiment, settings)
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags or {}) as run:
+        if params:
+            mlflow.log_params({k: _param(v) for k, v in params.items()})
+        yield run
+
+
+def _param(value: Any) -> Any:
+    text = value if isinstance(value, (int, float, bool)) else str(value)
+    return text[:6000] if isinstance(text, str) else text
+
+
+def log_partition_inputs(storage: Storage, dataset: str, dates: list[date] | date, context: str = "training") -> int:
+    """Record which partitions a run read (``mlflow.log_input``) and return their total rows."""
+    import mlflow
+    import pandas as pd
+
+    days = [as_date(d) for d in (dates if isinstance(dates, list) else [dates])]
+    total = 0
+    for day in days:
+        manifest = storage.manifest(dataset, day)
+        total += int(manifest["rows"])
+        frame = pd.DataFrame({c: [] for c in manifest["columns"]})
+        ds = mlflow.data.from_pandas(frame, source=storage.uri(storage.partition_path(dataset, day)),
+                                     name=f"{dataset}/dt={day:%Y%m%d}",
+                                     digest=f"{manifest['rows']}-{'-'.join(manifest['files'])}"[:36])
+        mlflow.log_input(ds, context=context)
+    return total
