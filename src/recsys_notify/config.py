@@ -164,8 +164,18 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(raw) if raw != "" else raw
+        node[path[-1]] = _scalar(raw)
     return out
+
+
+def _scalar(raw: str) -> Any:
+    """An env value as a YAML scalar (``5`` -> int); text that is not valid YAML stays a string."""
+    if raw == "":
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -188,8 +198,12 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     path = path or environ.get("RECSYS_CONFIG")
     data: dict[str, Any] = {}
     if path:
-        text = Path(path).read_text()
-        loaded = yaml.safe_load(text) or {}
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must contain a mapping, got {type(loaded).__name__}")
         data = loaded

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -130,6 +131,11 @@ class Storage:
             raise MissingPartitionError(
                 f"{dataset} has no partition for {as_date(dt)}: run {_producer_hint(dataset)} for {as_date(dt)} first"
             ) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StorageError(
+                f"corrupt manifest {self.uri(path)} for {dataset} dt={as_date(dt)}: {exc}; "
+                f"rerun {_producer_hint(dataset)} for {as_date(dt)}"
+            ) from None
 
     def files(self, dataset: str, dt: date | str) -> list[str]:
         """Full paths of the committed files of one partition."""
@@ -200,6 +206,7 @@ class Storage:
         chunks = _as_chunks(data)
         with self._lock(dataset, day):
             if self.local:
+                _recover_local(target)
                 rows = self._write_local(target, chunks, metadata)
             else:
                 rows = self._write_versioned(target, chunks, metadata)
@@ -304,8 +311,41 @@ class Storage:
                 since = float(json.load(fh).get("since", 0))
         except (FileNotFoundError, ValueError, json.JSONDecodeError):
             return
-        if time.time() - since > self.lock_stale_s:
+        if time.time() - since > self.lock_stale_s or (self.local and _holder_dead(path)):
             self.fs.rm(path)
+
+
+def _holder_dead(path: str) -> bool:
+    """True when a local lock names a process on this host that no longer exists (killed mid-write)."""
+    try:
+        with open(path) as fh:
+            info = json.load(fh)
+        if info.get("host") != socket.gethostname():
+            return False
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return False
+
+
+def _recover_local(target: str) -> None:
+    """Under the partition lock, undo what a writer killed mid-commit left behind.
+
+    A ``.old-`` directory without a committed target means the kill fell between the two renames:
+    the previous partition is put back. Any other temp or old directories are debris and removed.
+    """
+    parent, name = target.rsplit("/", 1)
+    if not os.path.isdir(parent):
+        return
+    leftovers = sorted(e for e in os.listdir(parent) if e.startswith((f".tmp-{name}-", f".old-{name}-")))
+    olds = [e for e in leftovers if e.startswith(".old-")]
+    if olds and not os.path.exists(target):
+        os.rename(f"{parent}/{olds[0]}", target)
+    for entry in leftovers:
+        if os.path.exists(f"{parent}/{entry}"):
+            shutil.rmtree(f"{parent}/{entry}")
 
 
 def _read_lock(path: str) -> str:
