@@ -191,7 +191,8 @@ class FailingChunks:
     def __init__(self, frame: pd.DataFrame, chunks: int = 4, fail_after: int = 2):
         import pyarrow as pa
 
-        self.parts = [pa.Table.from_pandas(p, preserve_index=False) for p in np.array_split(frame, chunks)]
+        bounds = np.linspace(0, len(frame), chunks + 1).astype(int)
+        self.parts = [pa.Table.from_pandas(frame.iloc[a:b], preserve_index=False) for a, b in zip(bounds, bounds[1:])]
         self.fail_after = fail_after
         self.yielded = 0
 
@@ -208,9 +209,26 @@ class KillSimulated(RuntimeError):
 
 
 def debris(storage: Storage, dataset: str) -> list[str]:
-    """Hidden temp/old/lock entries left in a dataset directory (must be empty after any write, failed or not)."""
+    """What a write left besides committed data: locks, temp manifests, unreferenced versions, uncommitted dirs.
+
+    Must be empty after any write that returned or raised; a killed writer may leave some, which readers
+    ignore and the next write of that date removes.
+    """
     base = storage.dataset_path(dataset)
     if not storage.fs.exists(base):
         return []
-    return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in storage.fs.ls(base, detail=False)
-                  if e.rstrip("/").rsplit("/", 1)[-1].startswith("."))
+    found = []
+    for entry in storage.fs.ls(base, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if not name.startswith("dt="):
+            found.append(name)
+            continue
+        committed = storage.fs.exists(f"{entry}/{MANIFEST}")
+        keep = {MANIFEST}
+        if committed:
+            keep |= {f.split("/", 1)[0] for f in storage.manifest(dataset, name[3:])["files"]}
+        found += [f"{name}/{leaf}" for leaf in (e.rstrip("/").rsplit("/", 1)[-1] for e in storage.fs.ls(entry, detail=False))
+                  if leaf not in keep]
+        if not committed and not storage.fs.ls(entry, detail=False):
+            found.append(name)
+    return sorted(found)
