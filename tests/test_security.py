@@ -196,3 +196,76 @@ def test_dag_param_check_catches_untyped_param(tmp_path):
     checked, problems = dag_param_problems(tmp_path)
     assert checked == 3
     assert problems == ["loose.free: no JSON-schema type", "loose.n: no JSON-schema type"]
+
+
+# ----- SQL built from values -----
+SQL_CALLS = {"execute", "executemany", "sql", "query", "materialize", "from_query"}
+SQL_WORDS = re.compile(r"\b(SELECT|INSERT INTO|UPDATE|DELETE FROM|CREATE|DROP|WHERE|FROM|JOIN)\b")
+# Interpolations that are safe by construction: identifiers validated against ^[A-Za-z_][A-Za-z0-9_]*$,
+# or SQL text the package itself ships (sql/*.sql). Anything else interpolated into SQL is a finding.
+SAFE_WRAPPERS = {"_check_name"}
+TRUSTED_SQL_TEXT = {"self._text(sql)"}
+
+
+def _dynamic_parts(node: ast.AST) -> tuple[list[str], list[ast.expr]] | None:
+    """(literal parts, interpolated expressions) of a string built at run time, else None."""
+    if isinstance(node, ast.JoinedStr):
+        lits = [v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+        exprs = [v.value for v in node.values if isinstance(v, ast.FormattedValue)]
+        return (lits, exprs) if exprs else None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mod)):
+        sides = [node.left, node.right]
+        lits = [s.value for s in sides if isinstance(s, ast.Constant) and isinstance(s.value, str)]
+        if lits:
+            return lits, [s for s in sides if not isinstance(s, ast.Constant)]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format" \
+            and isinstance(node.func.value, ast.Constant) and isinstance(node.func.value.value, str):
+        return [node.func.value.value], list(node.args) + [k.value for k in node.keywords]
+    return None
+
+
+def _unsafe(expr: ast.expr) -> bool:
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id in SAFE_WRAPPERS:
+        return False
+    return ast.unparse(expr) not in TRUSTED_SQL_TEXT
+
+
+def sql_injection_findings(files: list[Path], root: Path = REPO) -> list[str]:
+    """``file:line: expr`` for each value formatted into SQL text (outside the safe wrappers)."""
+    found = []
+    for path in files:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        candidates: list[ast.AST] = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in SQL_CALLS:
+                candidates += node.args[:2]
+            parts = _dynamic_parts(node)
+            if parts and any(SQL_WORDS.search(lit) for lit in parts[0]):
+                candidates.append(node)
+        for node in candidates:
+            parts = _dynamic_parts(node)
+            for expr in (parts[1] if parts else []):
+                if _unsafe(expr):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: {ast.unparse(expr)}")
+    return sorted(set(found))
+
+
+def test_no_sql_built_from_values():
+    files = sorted((REPO / "src").rglob("*.py"))
+    assert files
+    assert sql_injection_findings(files) == []
+
+
+def test_sql_check_catches_formatted_values(tmp_path):
+    code = tmp_path / "bad.py"
+    code.write_text(
+        "def f(con, user, name, sql):\n"
+        "    con.execute(f\"SELECT * FROM events WHERE user_id = {user}\")\n"
+        "    con.execute(\"DELETE FROM t WHERE k = '%s'\" % user)\n"
+        "    q = 'SELECT * FROM {}'.format(name)\n"
+        "    con.sql('select 1 where x = ' + user)\n"
+        "    con.execute(f\"CREATE TABLE {_check_name(name)} AS SELECT 1\")\n"
+        "    con.execute('SELECT * FROM events WHERE user_id = $u', {'u': user})\n"
+        "    raise ValueError(f'no rows from {name}')\n")
+    assert sql_injection_findings([code], tmp_path) == ["bad.py:2: user", "bad.py:3: user", "bad.py:4: name",
+                                                        "bad.py:5: user"]
