@@ -338,4 +338,4 @@ def storage_from_settings(settings: Any = None) -> Storage:
         from recsys_notify.config import get_settings
 
         settings = get_settings()
-    return Storage(settings.data_root)
+    return Storage(settings.data_root, settings.storage_options)
