@@ -62,6 +62,11 @@ def test_contract_and_storage_errors_exit_2(settings_env, tmp_path, capsys):
     assert code == 2 and "error: items has no partition on or before 2026-11-14: run `recsys-notify generate`" in err
 
 
+def test_bad_generator_size_exits_2(settings_env, capsys):
+    code, _, err = run_cli(capsys, "generate", "--users", "10", "--items", "50")
+    assert code == 2 and err.strip() == "error: items must be at least 128 (the embedding PCA needs that many), got 50"
+
+
 def test_bad_config_exits_2_in_a_real_process(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS")}
     env.update(RECSYS__DATA_ROOT=str(tmp_path / "data"), RECSYS__GLOBAL_MEDOIDS__K="1",

@@ -58,6 +58,13 @@ class GeneratorConfig:
     style_signal: float = 0.35  # amplitude of the style direction in content space (topic centres: ~1)
     noise: float = 0.55
 
+    def __post_init__(self) -> None:
+        if self.items < EMBEDDING_DIM:
+            raise ValueError(f"items must be at least {EMBEDDING_DIM} (the embedding PCA needs that many), got {self.items}")
+        for name in ("users", "days", "topics", "styles"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
     @property
     def start(self) -> date:
         return self.end - timedelta(days=self.days - 1)
@@ -116,7 +123,7 @@ def build_world(cfg: GeneratorConfig) -> World:
     centres = rng.normal(size=(T, raw_dim)) / np.sqrt(raw_dim) * 4.0
     style_dirs = rng.normal(size=(S, raw_dim)) / np.sqrt(raw_dim) * 4.0 * cfg.style_signal
     raw = centres[topic] + style_dirs[style] + rng.normal(size=(n_items, raw_dim)) / np.sqrt(raw_dim) * 4.0 * cfg.noise
-    pca = PCA(n_components=EMBEDDING_DIM, random_state=cfg.seed, svd_solver="randomized")
+    pca = PCA(n_components=EMBEDDING_DIM, svd_solver="covariance_eigh")  # n >> 256: eigh of the covariance is fast
     emb = pca.fit_transform(raw.astype(np.float32)).astype(np.float32)
 
     n_new = int(round(n_items * (1 - cfg.back_catalogue_share)))
