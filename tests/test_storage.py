@@ -179,3 +179,17 @@ def test_dates_parsing():
     assert date_range(D1, D3) == [D1, D2, D3]
     with pytest.raises(ValueError, match="end 2026-11-01 is before start 2026-11-03"):
         date_range(D3, D1)
+
+
+def test_partitions_committed_by_another_client_are_listed(store):
+    """A long-lived reader (an Airflow worker) sees dates another process committed after it listed."""
+    store.write("events", D1, frame(1))
+    assert store.dates("events") == [D1]
+    options = {} if store.local else {**store.fs.storage_options, "skip_instance_cache": True}
+    other = Storage(store.root_uri, options)
+    assert other.fs is not store.fs or store.local
+    other.write("events", D2, frame(1))
+    assert store.dates("events") == [D1, D2]
+    store.files("events", D1)  # reader has seen D1's manifest ...
+    other.write("events", D1, frame(3, offset=50))  # ... then another run rewrites it
+    assert store.read("events", D1)["item_id"].tolist() == [50, 51, 52]
