@@ -193,3 +193,20 @@ def test_partitions_committed_by_another_client_are_listed(store):
     store.files("events", D1)  # reader has seen D1's manifest ...
     other.write("events", D1, frame(3, offset=50))  # ... then another run rewrites it
     assert store.read("events", D1)["item_id"].tolist() == [50, 51, 52]
+
+
+def test_s3_root_configured_through_settings_env(s3_endpoint):
+    from recsys_notify.config import load_settings
+    from recsys_notify.storage import storage_from_settings
+
+    settings = load_settings(environ={
+        "RECSYS__DATA_ROOT": f"s3://recsys-test/{uuid.uuid4().hex}",
+        "RECSYS__STORAGE_OPTIONS__KEY": "testing",
+        "RECSYS__STORAGE_OPTIONS__SECRET": "testing",
+        "RECSYS__STORAGE_OPTIONS__CLIENT_KWARGS__ENDPOINT_URL": s3_endpoint,
+        "RECSYS__STORAGE_OPTIONS__CLIENT_KWARGS__REGION_NAME": "us-east-1",
+    })
+    store = storage_from_settings(settings)
+    assert not store.local
+    assert store.write("events", D1, frame(2)).uri == f"{settings.data_root}/events/dt=20261101"
+    assert store.read("events", D1)["item_id"].tolist() == [0, 1]
