@@ -227,6 +227,8 @@ def test_failed_ingest_writes_nothing(storage):
     bad["item_id"] = 5
     with pytest.raises(ContractError, match="10 of 10 rows invalid"):
         ingest(storage, "events", DAY, iter([good, bad]))  # first block was fine, still nothing committed
+    with pytest.raises(ContractError, match=r"^events: partition 2026-11-02 is empty \(no blocks\)$"):
+        ingest(storage, "events", DAY, iter([]))
     assert storage.dates("events") == [] and storage.dates("events_quarantine") == []
     with pytest.raises(MissingPartitionError, match="items has no partition on or before 2026-11-01"):
         ingest(storage, "events", date(2026, 11, 1), events())

@@ -228,9 +228,11 @@ def ingest(storage: Storage, dataset: str, dt: date | str, data: pd.DataFrame | 
             for reason, n in result.counts.items():
                 counts[reason] = counts.get(reason, 0) + n
             yield result.valid
+        if not quarantined:
+            raise ContractError(f"{dataset}: partition {day} is empty (no blocks)")
 
     written = storage.write(dataset, day, valid_blocks())
-    quarantine = pd.concat(quarantined, ignore_index=True) if quarantined else pd.DataFrame({"reason": []})
+    quarantine = pd.concat(quarantined, ignore_index=True)
     storage.write(f"{dataset}_quarantine", day, quarantine)
     return {"rows": written.rows, "quarantined": len(quarantine), "reasons": dict(sorted(counts.items()))}
 
