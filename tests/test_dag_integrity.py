@@ -79,9 +79,10 @@ def test_dag_file_conventions(dagbag, path):
             validator_for(schema).check_schema(schema)
             assert "type" in schema or "enum" in schema, f"{where} param {name!r} has no JSON-schema type"
             assert param.description, f"{where} param {name!r} has no description for the trigger form"
-            assert param.has_value, f"{where} param {name!r} has no default (scheduled runs need one)"
-            param.resolve()  # the default itself satisfies the schema
-            json.dumps(param.value)
+            try:  # scheduled runs use the defaults: one must exist (None is fine) and satisfy the schema
+                param.resolve()
+            except Exception as exc:
+                pytest.fail(f"{where} param {name!r} default is unusable: {exc}")
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
