@@ -13,12 +13,13 @@ from recsys_notify.contract import LANGUAGES, embedding_matrix
 from recsys_notify.embeddings import l2_normalize
 from recsys_notify.storage import Storage
 from recsys_notify.synthetic import GeneratorConfig, build_world, events_for_day, generate
+from tests.snapshots import committed_bytes
 
 CFG = GeneratorConfig(**SMALL_WORLD)
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return committed_bytes(root)
 
 
 def test_same_seed_gives_byte_identical_partitions(tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import time
 import uuid
@@ -30,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 MANIFEST = "_manifest.json"
-READ_ATTEMPTS = 5
+READ_ATTEMPTS = 8
 LOCK = "_lock.json"
 DATE_FMT = "%Y%m%d"
 
@@ -161,7 +162,9 @@ class Storage:
     def read_table(self, dataset: str, dt: date | str, columns: list[str] | None = None) -> pa.Table:
         """Read one committed version whole; retry if a concurrent rewrite replaces it mid-read."""
         base = self.partition_path(dataset, dt)
-        for _ in range(READ_ATTEMPTS):
+        for attempt in range(READ_ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))  # let the rewrite settle
             manifest = self.manifest(dataset, dt)
             tables, failure = [], None
             for name in manifest["files"]:
