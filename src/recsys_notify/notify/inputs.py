@@ -202,7 +202,7 @@ def load_inputs(storage: Storage, settings: Settings, dt: date | str) -> Inputs:
     cap_start = dt - timedelta(days=cfg.max_per_user_days - 1)
     yesterday = pd.DataFrame(columns=["user_id", "item_id"])
     for day in log_days:
-        log = storage.read("delivery_log", day)
+        log = storage.read("delivery_log", day, columns=["user_id", "item_id", "holdout"])
         check_columns("delivery_log", log)
         log = log[~log["holdout"].astype(bool)]
         log = log[np.isin(log["user_id"].to_numpy(np.int64), user_ids) & np.isin(log["item_id"].to_numpy(np.int64), cat.item_ids)]
