@@ -93,7 +93,7 @@ class NotificationSettings(_Strict):
     seed: int = 0
     # candidate generation and fallbacks
     items_per_cluster: int = Field(4, ge=1)
-    candidates_per_seed: int = Field(16, ge=1)
+    candidates_per_seed: int = Field(8, ge=1)
     more_neighbours: int = Field(30, ge=1)
     popular_k: int = Field(50, ge=1)
     popularity_days: int = Field(7, ge=1)

@@ -49,14 +49,11 @@ def pick_templates(templates: pd.DataFrame, user_ids: np.ndarray, cluster_ids: n
 def render_messages(chosen: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     """Title and body per message; each distinct (template, item) is rendered once."""
     pairs = chosen[["template_id", "title", "body", "item_id", "cluster_id"]].drop_duplicates(["template_id", "item_id"])
-    fields = items.set_index("item_id")
-    titles, bodies = [], []
-    for row in pairs.itertuples(index=False):
-        item = {"item_id": row.item_id, "cluster_id": row.cluster_id, **fields.loc[row.item_id].to_dict()}
-        title, body = render({"title": row.title, "body": row.body}, item)
-        titles.append(title)
-        bodies.append(body)
-    rendered = pairs[["template_id", "item_id"]].assign(title=titles, body=bodies)
+    pairs = pairs.merge(items, on="item_id", how="left")
+    templ = pairs[["title", "body"]].to_dict("records")
+    fields = pairs.drop(columns=["template_id", "title", "body"]).to_dict("records")
+    texts = [render(t, f) for t, f in zip(templ, fields)]
+    rendered = pairs[["template_id", "item_id"]].assign(title=[t for t, _ in texts], body=[b for _, b in texts])
     return chosen.drop(columns=["title", "body"]).merge(rendered, on=["template_id", "item_id"], how="left")
 
 

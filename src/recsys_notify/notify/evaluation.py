@@ -16,7 +16,7 @@ import pandas as pd
 
 from recsys_notify.config import Settings
 from recsys_notify.notify.candidates import CandidateIndex
-from recsys_notify.notify.inputs import Inputs, load_inputs
+from recsys_notify.notify.inputs import Inputs, load_inputs, unique_sorted
 from recsys_notify.notify.select import in_sorted
 from recsys_notify.notify.step import resolve_clusters, with_params
 from recsys_notify.storage import Storage, as_date
@@ -95,8 +95,8 @@ def evaluate(storage: Storage, settings: Settings, dt: date | str, params: dict[
     p_user = np.searchsorted(inputs.user_ids, positive["user_id"].to_numpy(np.int64))
     p_item = np.searchsorted(inputs.catalogue.item_ids, positive["item_id"].to_numpy(np.int64))
     p_cluster = resolve_clusters(inputs, ci, p_item, np.full(len(p_item), -1))
-    pos_keys = np.unique(inputs.keys(p_user, p_item))
-    pos_cluster_keys = np.unique(p_user.astype(np.int64) * len(inputs.cluster_ids) + p_cluster)
+    pos_keys = unique_sorted(inputs.keys(p_user, p_item))
+    pos_cluster_keys = unique_sorted(p_user.astype(np.int64) * len(inputs.cluster_ids) + p_cluster)
 
     users = users[active]
     chosen = np.searchsorted(inputs.catalogue.item_ids, outbox["item_id"].to_numpy(np.int64)[active])

@@ -13,11 +13,12 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from recsys_notify.config import Settings
+from recsys_notify.config import NotificationSettings, Settings
 from recsys_notify.contract import ContractError
 from recsys_notify.embeddings import item_vectors, l2_normalize
-from recsys_notify.storage import Storage, as_date
+from recsys_notify.storage import MissingPartitionError, Storage, as_date
 
 REQUIRED = {
     "user_medoids": ["user_id", "item_id", "cluster_id", "importance", "rank"],
@@ -90,9 +91,61 @@ class Inputs:
         return user_pos.astype(np.int64) * self.n_items + item_pos
 
 
-def is_positive(events: pd.DataFrame, completion: float) -> np.ndarray:
-    return ((events["completion"].to_numpy() > completion) | events["liked"].to_numpy()
-            | events["shared"].to_numpy())
+def unique_sorted(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (sort-based: much faster than ``np.unique``'s hashing on large int64)."""
+    values = np.sort(values)
+    if len(values) < 2:
+        return values
+    return values[np.concatenate(([True], values[1:] != values[:-1]))]
+
+
+def lookup(sorted_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ``values`` in ``sorted_ids`` and whether each was found."""
+    values = np.asarray(values, dtype=np.int64)
+    if len(sorted_ids) == 0:
+        return np.zeros(len(values), np.int64), np.zeros(len(values), bool)
+    lo, span = sorted_ids[0], int(sorted_ids[-1] - sorted_ids[0]) + 1
+    if span <= 16 * len(sorted_ids) + 1_000_000:  # dense ids: a direct table beats binary search by far
+        table = np.full(span, -1, dtype=np.int64)
+        table[sorted_ids - lo] = np.arange(len(sorted_ids))
+        inside = (values >= lo) & (values < lo + span)
+        pos = np.where(inside, table[np.where(inside, values - lo, 0)], -1)
+        return np.maximum(pos, 0), pos >= 0
+    pos = np.searchsorted(sorted_ids, values).clip(max=len(sorted_ids) - 1)
+    return pos, sorted_ids[pos] == values
+
+
+@dataclass
+class Events:
+    """Events of the window with known users and items, as arrays."""
+
+    user: np.ndarray
+    item: np.ndarray
+    age: np.ndarray  # whole days before dt (0 = dt)
+    ts: np.ndarray  # int64 microseconds
+    positive: np.ndarray
+
+
+def read_events(storage: Storage, dt: date, days: int, user_ids: np.ndarray, item_ids: np.ndarray,
+                completion: float, lineage: dict[str, list[date]]) -> Events:
+    """Read the window day by day straight from Arrow (no pandas), keeping rows with known ids."""
+    start = dt - timedelta(days=days - 1)
+    present = [d for d in storage.dates("events") if start <= d <= dt]
+    lineage["events"] = present
+    parts = []
+    for day in present:
+        t = storage.read_table("events", day, columns=["user_id", "item_id", "ts", "completion", "liked", "shared"])
+        u, u_ok = lookup(user_ids, t.column("user_id").to_numpy())
+        i, i_ok = lookup(item_ids, t.column("item_id").to_numpy())
+        ok = u_ok & i_ok
+        ts = t.column("ts").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+        pos = ((t.column("completion").to_numpy() > completion) | t.column("liked").to_numpy(zero_copy_only=False)
+               | t.column("shared").to_numpy(zero_copy_only=False))
+        parts.append(Events(u[ok], i[ok], np.full(int(ok.sum()), (dt - day).days, np.int16), ts[ok], pos[ok]))
+    if not parts:
+        raise MissingPartitionError(f"events has no partitions in {start}..{dt}: run "
+                                    "`recsys-notify generate` or `recsys-notify ingest events` first")
+    return Events(*(np.concatenate([getattr(e, f) for e in parts]) for f in Events.__dataclass_fields__))
 
 
 def _latest(storage: Storage, dataset: str, dt: date, lineage: dict[str, list[date]]) -> pd.DataFrame:
@@ -103,8 +156,7 @@ def _latest(storage: Storage, dataset: str, dt: date, lineage: dict[str, list[da
     return frame
 
 
-def _catalogue(storage: Storage, settings: Settings, dt: date, events: pd.DataFrame) -> Catalogue:
-    cfg = settings.notifications
+def _catalogue(storage: Storage, settings: Settings, dt: date) -> Catalogue:
     items = storage.read_upto("items", dt, columns=["item_id", "creator_id", "language", "duration_s",
                                                     "created_ts", "caption"])
     items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
@@ -113,19 +165,19 @@ def _catalogue(storage: Storage, settings: Settings, dt: date, events: pd.DataFr
     lang = pd.Categorical(items["language"].astype(str), categories=languages).codes.astype(np.int16)
     vid, vec = item_vectors(storage, dt, settings.embedding.source, settings.embedding.trimmed_dim)
     vectors = np.zeros((len(ids), vec.shape[1]), dtype=np.float32)
-    pos = np.searchsorted(ids, vid).clip(max=len(ids) - 1)
-    ok = ids[pos] == vid
+    pos, ok = lookup(ids, vid)
     vectors[pos[ok]] = l2_normalize(vec[ok])
-
     end = pd.Timestamp(dt + timedelta(days=1), tz="UTC")
     age = ((end - items["created_ts"]).dt.total_seconds().to_numpy() / 86_400).clip(min=0)
-    recent = events[events["ts"] >= end - pd.Timedelta(days=cfg.popularity_days)]
-    recent = recent[is_positive(recent, cfg.positive_completion)]
-    ipos = np.searchsorted(ids, recent["item_id"].to_numpy(np.int64)).clip(max=len(ids) - 1)
-    ipos = ipos[ids[ipos] == recent["item_id"].to_numpy(np.int64)]
-    pop = np.bincount(ipos, minlength=len(ids)).astype(np.float64)
-    prior = np.log(2.0 + pop) * (1.0 + cfg.freshness_boost * np.exp(-age / cfg.freshness_days))
-    return Catalogue(ids, lang, languages, vectors, age, pop, prior, items)
+    zeros = np.zeros(len(ids))
+    return Catalogue(ids, lang, languages, vectors, age, zeros, zeros, items)
+
+
+def _set_popularity(cat: Catalogue, events: Events, cfg: NotificationSettings) -> None:
+    """Popularity = positive interactions in the last ``popularity_days``; prior = log(2 + pop) x freshness."""
+    recent = events.positive & (events.age < cfg.popularity_days)
+    cat.pop = np.bincount(events.item[recent], minlength=len(cat.item_ids)).astype(np.float64)
+    cat.prior = np.log(2.0 + cat.pop) * (1.0 + cfg.freshness_boost * np.exp(-cat.age_days / cfg.freshness_days))
 
 
 def load_inputs(storage: Storage, settings: Settings, dt: date | str) -> Inputs:
@@ -145,19 +197,16 @@ def load_inputs(storage: Storage, settings: Settings, dt: date | str) -> Inputs:
         ov = _latest(storage, "overrides", dt, lineage)
         blocked = _blocked_items(ov, dt)
 
-    start = dt - timedelta(days=max(cfg.history_days, cfg.popularity_days) - 1)
-    events = storage.read_range("events", start, dt, allow_missing=True,
-                                columns=["user_id", "item_id", "ts", "completion", "liked", "shared"])
-    lineage["events"] = [d for d in storage.dates("events") if start <= d <= dt]
-    cat = _catalogue(storage, settings, dt, events)
-
-    users = storage.read_upto("users", dt, columns=["user_id", "language"])
-    user_ids = np.union1d(users["user_id"].to_numpy(np.int64), medoids["user_id"].to_numpy(np.int64))
-    lang_of = pd.Series(users["language"].astype(str).to_numpy(), index=users["user_id"].to_numpy(np.int64))
-    lang_of = lang_of[~lang_of.index.duplicated()]
-    user_lang_str = lang_of.reindex(user_ids).to_numpy()
+    cat = _catalogue(storage, settings, dt)
+    users = storage.read_upto("users", dt, columns=["user_id", "language"]).drop_duplicates("user_id")
+    user_ids = unique_sorted(np.concatenate([users["user_id"].to_numpy(np.int64), medoids["user_id"].to_numpy(np.int64)]))
+    user_lang_str = np.full(len(user_ids), None, dtype=object)
+    user_lang_str[lookup(user_ids, users["user_id"])[0]] = users["language"].astype(str).to_numpy()
     # a user's language that no item has means "no language filter" (-1), like a missing one
     user_lang = pd.Categorical(user_lang_str, categories=cat.languages).codes.astype(np.int16)
+    events = read_events(storage, dt, max(cfg.history_days, cfg.popularity_days), user_ids, cat.item_ids,
+                         cfg.positive_completion, lineage)
+    _set_popularity(cat, events, cfg)
 
     def upos(ids: np.ndarray) -> np.ndarray:
         return np.searchsorted(user_ids, np.asarray(ids, dtype=np.int64))
@@ -171,21 +220,14 @@ def load_inputs(storage: Storage, settings: Settings, dt: date | str) -> Inputs:
     seeds = [pd.DataFrame({"user_pos": m_user, "item_pos": cat.positions(medoids["item_id"], "user_medoids"),
                            "weight": np.where(top > 0, imp / np.where(top > 0, top, 1), 1.0), "kind": "medoid"})]
 
-    in_cat = np.isin(events["item_id"].to_numpy(np.int64), cat.item_ids)
-    in_users = np.isin(events["user_id"].to_numpy(np.int64), user_ids)
-    events = events[in_cat & in_users]
-    e_user = upos(events["user_id"].to_numpy(np.int64))
-    e_item = np.searchsorted(cat.item_ids, events["item_id"].to_numpy(np.int64))
     n_items = len(cat.item_ids)
-    day_start = pd.Timestamp(dt, tz="UTC")
-    hist_start = pd.Timestamp(dt - timedelta(days=cfg.history_days - 1), tz="UTC")
-    in_hist = (events["ts"] >= hist_start).to_numpy()
-    watched = np.unique(e_user[in_hist].astype(np.int64) * n_items + e_item[in_hist])
-    on_dt = (events["ts"] >= day_start).to_numpy()
-    today_watched = np.unique(e_user[on_dt].astype(np.int64) * n_items + e_item[on_dt])
-    today = on_dt & is_positive(events, cfg.positive_completion)
+    keys = events.user.astype(np.int64) * n_items + events.item
+    watched = unique_sorted(keys[events.age < cfg.history_days])
+    on_dt = events.age == 0
+    today_watched = unique_sorted(keys[on_dt])
+    today = on_dt & events.positive
     if cfg.short_term_enabled and cfg.short_term_weight > 0 and today.any():
-        recent = pd.DataFrame({"user_pos": e_user[today], "item_pos": e_item[today], "ts": events["ts"][today].to_numpy()})
+        recent = pd.DataFrame({"user_pos": events.user[today], "item_pos": events.item[today], "ts": events.ts[today]})
         recent = (recent.sort_values(["user_pos", "ts", "item_pos"], ascending=[True, False, True])
                   .drop_duplicates(["user_pos", "item_pos"]).groupby("user_pos").head(cfg.short_term_items))
         seeds.append(pd.DataFrame({"user_pos": recent["user_pos"].to_numpy(), "item_pos": recent["item_pos"].to_numpy(),
@@ -205,21 +247,22 @@ def load_inputs(storage: Storage, settings: Settings, dt: date | str) -> Inputs:
         log = storage.read("delivery_log", day, columns=["user_id", "item_id", "holdout"])
         check_columns("delivery_log", log)
         log = log[~log["holdout"].astype(bool)]
-        log = log[np.isin(log["user_id"].to_numpy(np.int64), user_ids) & np.isin(log["item_id"].to_numpy(np.int64), cat.item_ids)]
-        lu = upos(log["user_id"].to_numpy(np.int64))
-        sent_keys.append(lu.astype(np.int64) * n_items + np.searchsorted(cat.item_ids, log["item_id"].to_numpy(np.int64)))
+        lu, u_ok = lookup(user_ids, log["user_id"])
+        li, i_ok = lookup(cat.item_ids, log["item_id"])
+        log, lu, li = log[u_ok & i_ok], lu[u_ok & i_ok], li[u_ok & i_ok]
+        sent_keys.append(lu.astype(np.int64) * n_items + li)
         if day >= cap_start:
             sent_counts += np.bincount(lu, minlength=len(user_ids))
         if day == dt - timedelta(days=1):
             yesterday = log[["user_id", "item_id"]]
     unengaged = _unengaged_keys(storage, dt, cfg.unengaged_lookback_days, user_ids, cat.item_ids, lineage)
-    excluded = np.unique(np.concatenate([watched, *sent_keys, unengaged]))
+    excluded = unique_sorted(np.concatenate([watched, *sent_keys, unengaged]))
 
     allowed = ~np.isin(cat.item_ids, blocked)
     clusters = _clusters(gm, gc, cat, settings)
     counts = {"users": len(user_ids), "items": n_items, "user_medoid_rows": len(medoids),
               "users_with_seeds": int(seeds_df["user_pos"].nunique()), "blocked_items": int((~allowed).sum()),
-              "history_events": int(in_hist.sum())}
+              "history_events": int((events.age < cfg.history_days).sum())}
     return Inputs(dt, cat, user_ids, user_lang, seeds_df, *clusters, templates, excluded, allowed, sent_counts,
                   yesterday, today_watched, lineage, counts)
 
@@ -244,10 +287,9 @@ def _unengaged_keys(storage: Storage, dt: date, lookback: int, user_ids: np.ndar
     for day in days:
         fb = storage.read("delivery_feedback", day, columns=["user_id", "item_id", "engaged"])
         fb = fb[~fb["engaged"].astype(bool)]
-        u = fb["user_id"].to_numpy(np.int64)
-        i = fb["item_id"].to_numpy(np.int64)
-        ok = np.isin(u, user_ids) & np.isin(i, item_ids)
-        keys.append(np.searchsorted(user_ids, u[ok]).astype(np.int64) * len(item_ids) + np.searchsorted(item_ids, i[ok]))
+        u, u_ok = lookup(user_ids, fb["user_id"])
+        i, i_ok = lookup(item_ids, fb["item_id"])
+        keys.append(u[u_ok & i_ok].astype(np.int64) * len(item_ids) + i[u_ok & i_ok])
     return np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
 
 

@@ -52,11 +52,18 @@ def champion_scores(ranker: Any, storage: Storage, dt: date, user_ids: np.ndarra
     return scores
 
 
-def best_per_key(key: np.ndarray, score: np.ndarray, tie: np.ndarray) -> np.ndarray:
-    """Index of the highest-scoring row per key (ties: smallest ``tie``), in key order."""
-    if len(key) == 0:
+def best_in_groups(group: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Index of the first highest-scoring row of each run of equal ``group`` values (input sorted by group)."""
+    if len(group) == 0:
         return np.zeros(0, dtype=np.int64)
-    order = np.lexsort((tie, -score, key))
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = key[order[1:]] != key[order[:-1]]
-    return order[first]
+    is_start = np.concatenate(([True], group[1:] != group[:-1]))
+    owner = np.cumsum(is_start) - 1
+    top = np.maximum.reduceat(score, np.flatnonzero(is_start))
+    hit = np.flatnonzero(score == top[owner])
+    return hit[np.concatenate(([True], owner[hit[1:]] != owner[hit[:-1]]))]
+
+
+def best_per_key(key: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Index of the highest-scoring row per key, in ascending key order."""
+    order = np.argsort(key)
+    return order[best_in_groups(key[order], score[order])]

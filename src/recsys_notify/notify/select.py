@@ -15,7 +15,7 @@ import numpy as np
 from recsys_notify.config import NotificationSettings
 from recsys_notify.notify.candidates import SRC, CandidateIndex, Rows, expand, popular_rows, rep_source
 from recsys_notify.notify.inputs import Inputs
-from recsys_notify.notify.ranking import best_per_key, champion_scores, transparent
+from recsys_notify.notify.ranking import best_in_groups, best_per_key, champion_scores, transparent
 from recsys_notify.storage import Storage
 
 
@@ -68,7 +68,7 @@ class Selector:
 
     def _fallback(self, users: np.ndarray, a: int, b: int) -> list[Rows]:
         """More global medoids, cold-start items near the seeds, and popular items for ``users``."""
-        idx = a + np.flatnonzero(np.isin(self.s_user[a:b], users))
+        idx = a + np.flatnonzero(in_sorted(self.s_user[a:b], users))
         parts = []
         if len(idx):
             q_sub, inv = np.unique(self.s_q[idx], return_inverse=True)
@@ -103,23 +103,25 @@ class Selector:
         q = self.s_q[a:b]
         rows = expand(self.s_user[a:b], self.s_item[a:b], self.s_weight[a:b], self.main, q,
                       rep_source(self.main, q, self.s_short[a:b]))
-        rows = rows.take(np.flatnonzero(self.keep(rows)))
-        rows = rows.take(best_per_key(inp.keys(rows.user, rows.item), self._score(rows), rows.item))
+        rows = self._dedupe_and_filter(rows)
         count = np.bincount(rows.user - lo, minlength=hi - lo)
         short = lo + np.flatnonzero(self.target[lo:hi] & (count < self.cfg.min_candidates))
         if len(short):
             extra = Rows.concat(self._fallback(short, a, b))
-            extra = extra.take(np.flatnonzero(self.keep(extra)))
-            rows = Rows.concat([rows, extra])
-            rows = rows.take(best_per_key(inp.keys(rows.user, rows.item), self._score(rows), rows.item))
+            rows = self._dedupe_and_filter(Rows.concat([rows, extra]))
             count = np.bincount(rows.user - lo, minlength=hi - lo)
         score = self._score(rows)
         if ranker is not None and len(rows):
             score = champion_scores(ranker, storage, dt, inp.user_ids[rows.user], inp.catalogue.item_ids[rows.item])
-        best = best_per_key(rows.user, score, rows.item)
+        best = best_in_groups(rows.user, score)  # rows are in (user, item) order: ties go to the smaller item
         chosen = rows.take(best)
         return Choice(chosen.user, chosen.item, score[best], chosen.sim, chosen.seed, chosen.cluster,
                       chosen.source, count[chosen.user - lo])
+
+    def _dedupe_and_filter(self, rows: Rows) -> Rows:
+        """Best edge per (user, item), in (user, item) order (sorted keys also make the filter lookups fast)."""
+        rows = rows.take(best_per_key(self.inputs.keys(rows.user, rows.item), self._score(rows)))
+        return rows.take(np.flatnonzero(self.keep(rows)))
 
     def _score(self, rows: Rows) -> np.ndarray:
         return transparent(rows.sim, self.inputs.catalogue.prior[rows.item])
