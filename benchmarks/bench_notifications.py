@@ -121,14 +121,15 @@ def naive(storage: Storage, settings: Settings, n: int) -> float:
     members = inp.members.groupby("cluster_pos")["item_pos"].apply(list).to_dict()
     reps = inp.cluster_reps.groupby("cluster_pos")["item_pos"].apply(list).to_dict()
     excluded = set(inp.excluded.tolist())
-    seeds = inp.seeds.groupby("user_pos")
-    users = list(seeds.groups)[:n]
+    s_user, s_item = inp.seeds["user_pos"].to_numpy(), inp.seeds["item_pos"].to_numpy()
+    s_weight = inp.seeds["weight"].to_numpy()
+    users = np.unique(s_user)[:n]
     start = time.perf_counter()
     for u in users:
-        s = seeds.get_group(u)
-        sims, idx = index.search(cat.vectors[s["item_pos"].to_numpy()], settings.notifications.k_neighbours)
+        a, b = np.searchsorted(s_user, [u, u + 1])
+        sims, idx = index.search(cat.vectors[s_item[a:b]], settings.notifications.k_neighbours)
         best, best_score = -1, -math.inf
-        for row, w in enumerate(s["weight"].to_numpy()):
+        for row, w in enumerate(s_weight[a:b]):
             for c, sim in zip(idx[row], sims[row]):
                 for item in reps.get(c, []) + members.get(c, []):
                     lang = inp.user_lang[u]

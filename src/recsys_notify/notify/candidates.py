@@ -130,7 +130,8 @@ class CandidateIndex:
         prior = np.where(items >= 0, self.inputs.catalogue.prior[np.maximum(items, 0)], -np.inf)
         score = np.where(items >= 0, np.maximum(sim, 1e-3) * prior, -np.inf)
         p = min(self.cfg.candidates_per_seed, k * m)
-        top = np.argsort(-score, axis=1, kind="stable")[:, :p]
+        top = np.argpartition(-score, p - 1, axis=1)[:, :p] if p < k * m else np.broadcast_to(np.arange(p), score.shape)
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(score, top, axis=1), axis=1, kind="stable"), axis=1)
         take = lambda a: np.take_along_axis(a, top, axis=1)  # noqa: E731
         return Lists(take(items), take(sim).astype(np.float32), take(clus), take(rep))
 

@@ -51,14 +51,14 @@ class Catalogue:
     pop: np.ndarray  # recent positive engagements
     prior: np.ndarray  # log(2 + pop) * freshness: the item part of the transparent score
     frame: pd.DataFrame  # item fields for templates (caption, creator_id, ...)
+    index: IdIndex
 
     def positions(self, ids: pd.Series | np.ndarray, what: str) -> np.ndarray:
         """Dense positions of ``ids``; an id the catalogue does not know is an error naming ``what``."""
-        ids = np.asarray(ids, dtype=np.int64)
-        pos = np.searchsorted(self.item_ids, ids).clip(max=max(len(self.item_ids) - 1, 0))
-        bad = (self.item_ids[pos] != ids) if len(self.item_ids) else np.ones(len(ids), bool)
-        if bad.any():
-            raise ContractError(f"{what}: {int(bad.sum())} item id(s) not in items on the run date, e.g. {ids[bad][0]}")
+        pos, found = self.index.find(ids)
+        if not found.all():
+            bad = np.asarray(ids, dtype=np.int64)[~found]
+            raise ContractError(f"{what}: {len(bad)} item id(s) not in items on the run date, e.g. {bad[0]}")
         return pos
 
 
@@ -99,20 +99,29 @@ def unique_sorted(values: np.ndarray) -> np.ndarray:
     return values[np.concatenate(([True], values[1:] != values[:-1]))]
 
 
-def lookup(sorted_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of ``values`` in ``sorted_ids`` and whether each was found."""
-    values = np.asarray(values, dtype=np.int64)
-    if len(sorted_ids) == 0:
-        return np.zeros(len(values), np.int64), np.zeros(len(values), bool)
-    lo, span = sorted_ids[0], int(sorted_ids[-1] - sorted_ids[0]) + 1
-    if span <= 16 * len(sorted_ids) + 1_000_000:  # dense ids: a direct table beats binary search by far
-        table = np.full(span, -1, dtype=np.int64)
-        table[sorted_ids - lo] = np.arange(len(sorted_ids))
-        inside = (values >= lo) & (values < lo + span)
-        pos = np.where(inside, table[np.where(inside, values - lo, 0)], -1)
-        return np.maximum(pos, 0), pos >= 0
-    pos = np.searchsorted(sorted_ids, values).clip(max=len(sorted_ids) - 1)
-    return pos, sorted_ids[pos] == values
+class IdIndex:
+    """Dense positions of sorted ids: a direct table when ids are dense enough, else binary search."""
+
+    def __init__(self, sorted_ids: np.ndarray):
+        self.ids = sorted_ids
+        self.table: np.ndarray | None = None
+        if len(sorted_ids):
+            self.lo, span = int(sorted_ids[0]), int(sorted_ids[-1] - sorted_ids[0]) + 1
+            if span <= 16 * len(sorted_ids) + 1_000_000:
+                self.table = np.full(span, -1, dtype=np.int64)
+                self.table[sorted_ids - self.lo] = np.arange(len(sorted_ids))
+
+    def find(self, values: np.ndarray | pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of ``values`` (0 where absent) and whether each was found."""
+        values = np.asarray(values, dtype=np.int64)
+        if len(self.ids) == 0:
+            return np.zeros(len(values), np.int64), np.zeros(len(values), bool)
+        if self.table is not None:
+            inside = (values >= self.lo) & (values < self.lo + len(self.table))
+            pos = np.where(inside, self.table[np.where(inside, values - self.lo, 0)], -1)
+            return np.maximum(pos, 0), pos >= 0
+        pos = np.searchsorted(self.ids, values).clip(max=len(self.ids) - 1)
+        return pos, self.ids[pos] == values
 
 
 @dataclass
@@ -122,26 +131,33 @@ class Events:
     user: np.ndarray
     item: np.ndarray
     age: np.ndarray  # whole days before dt (0 = dt)
-    ts: np.ndarray  # int64 microseconds
+    ts: np.ndarray  # int64 microseconds (on dt only; 0 on earlier days)
     positive: np.ndarray
 
 
-def read_events(storage: Storage, dt: date, days: int, user_ids: np.ndarray, item_ids: np.ndarray,
-                completion: float, lineage: dict[str, list[date]]) -> Events:
-    """Read the window day by day straight from Arrow (no pandas), keeping rows with known ids."""
-    start = dt - timedelta(days=days - 1)
+def read_events(storage: Storage, dt: date, cfg: NotificationSettings, users: IdIndex, items: IdIndex,
+                lineage: dict[str, list[date]]) -> Events:
+    """Read the window day by day straight from Arrow, only the columns each day needs, known ids only."""
+    start = dt - timedelta(days=max(cfg.history_days, cfg.popularity_days) - 1)
     present = [d for d in storage.dates("events") if start <= d <= dt]
     lineage["events"] = present
     parts = []
     for day in present:
-        t = storage.read_table("events", day, columns=["user_id", "item_id", "ts", "completion", "liked", "shared"])
-        u, u_ok = lookup(user_ids, t.column("user_id").to_numpy())
-        i, i_ok = lookup(item_ids, t.column("item_id").to_numpy())
+        age = (dt - day).days
+        columns = ["user_id", "item_id"] + (["completion", "liked", "shared"] if age < cfg.popularity_days else [])
+        t = storage.read_table("events", day, columns=columns + (["ts"] if age == 0 else []))
+        u, u_ok = users.find(t.column("user_id").to_numpy())
+        i, i_ok = items.find(t.column("item_id").to_numpy())
         ok = u_ok & i_ok
-        ts = t.column("ts").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
-        pos = ((t.column("completion").to_numpy() > completion) | t.column("liked").to_numpy(zero_copy_only=False)
-               | t.column("shared").to_numpy(zero_copy_only=False))
-        parts.append(Events(u[ok], i[ok], np.full(int(ok.sum()), (dt - day).days, np.int16), ts[ok], pos[ok]))
+        n = int(ok.sum())
+        pos = np.zeros(n, bool)
+        if "completion" in columns:
+            pos = ((t.column("completion").to_numpy() > cfg.positive_completion)
+                   | t.column("liked").to_numpy(zero_copy_only=False)
+                   | t.column("shared").to_numpy(zero_copy_only=False))[ok]
+        ts = (t.column("ts").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()[ok] if age == 0
+              else np.zeros(n, np.int64))
+        parts.append(Events(u[ok], i[ok], np.full(n, age, np.int16), ts, pos))
     if not parts:
         raise MissingPartitionError(f"events has no partitions in {start}..{dt}: run "
                                     "`recsys-notify generate` or `recsys-notify ingest events` first")
@@ -165,12 +181,13 @@ def _catalogue(storage: Storage, settings: Settings, dt: date) -> Catalogue:
     lang = pd.Categorical(items["language"].astype(str), categories=languages).codes.astype(np.int16)
     vid, vec = item_vectors(storage, dt, settings.embedding.source, settings.embedding.trimmed_dim)
     vectors = np.zeros((len(ids), vec.shape[1]), dtype=np.float32)
-    pos, ok = lookup(ids, vid)
+    index = IdIndex(ids)
+    pos, ok = index.find(vid)
     vectors[pos[ok]] = l2_normalize(vec[ok])
     end = pd.Timestamp(dt + timedelta(days=1), tz="UTC")
     age = ((end - items["created_ts"]).dt.total_seconds().to_numpy() / 86_400).clip(min=0)
     zeros = np.zeros(len(ids))
-    return Catalogue(ids, lang, languages, vectors, age, zeros, zeros, items)
+    return Catalogue(ids, lang, languages, vectors, age, zeros, zeros, items, index)
 
 
 def _set_popularity(cat: Catalogue, events: Events, cfg: NotificationSettings) -> None:
@@ -201,21 +218,18 @@ def load_inputs(storage: Storage, settings: Settings, dt: date | str) -> Inputs:
     users = storage.read_upto("users", dt, columns=["user_id", "language"]).drop_duplicates("user_id")
     user_ids = unique_sorted(np.concatenate([users["user_id"].to_numpy(np.int64), medoids["user_id"].to_numpy(np.int64)]))
     user_lang_str = np.full(len(user_ids), None, dtype=object)
-    user_lang_str[lookup(user_ids, users["user_id"])[0]] = users["language"].astype(str).to_numpy()
+    uindex = IdIndex(user_ids)
+    user_lang_str[uindex.find(users["user_id"])[0]] = users["language"].astype(str).to_numpy()
     # a user's language that no item has means "no language filter" (-1), like a missing one
     user_lang = pd.Categorical(user_lang_str, categories=cat.languages).codes.astype(np.int16)
-    events = read_events(storage, dt, max(cfg.history_days, cfg.popularity_days), user_ids, cat.item_ids,
-                         cfg.positive_completion, lineage)
+    events = read_events(storage, dt, cfg, uindex, cat.index, lineage)
     _set_popularity(cat, events, cfg)
-
-    def upos(ids: np.ndarray) -> np.ndarray:
-        return np.searchsorted(user_ids, np.asarray(ids, dtype=np.int64))
 
     # seeds: long-term medoids (importance normalised per user) + optional short-term positives of dt
     imp = medoids["importance"].to_numpy(np.float64)
     if not np.isfinite(imp).all():
         raise ContractError("user_medoids: importance has NaN or inf values")
-    m_user = upos(medoids["user_id"].to_numpy(np.int64))
+    m_user = uindex.find(medoids["user_id"])[0]
     top = pd.Series(imp).groupby(m_user).transform("max").to_numpy()
     seeds = [pd.DataFrame({"user_pos": m_user, "item_pos": cat.positions(medoids["item_id"], "user_medoids"),
                            "weight": np.where(top > 0, imp / np.where(top > 0, top, 1), 1.0), "kind": "medoid"})]
@@ -232,7 +246,9 @@ def load_inputs(storage: Storage, settings: Settings, dt: date | str) -> Inputs:
                   .drop_duplicates(["user_pos", "item_pos"]).groupby("user_pos").head(cfg.short_term_items))
         seeds.append(pd.DataFrame({"user_pos": recent["user_pos"].to_numpy(), "item_pos": recent["item_pos"].to_numpy(),
                                    "weight": cfg.short_term_weight, "kind": "short_term"}))
-    seeds_df = pd.concat(seeds, ignore_index=True).sort_values(["user_pos", "kind", "item_pos"], kind="stable")
+    seeds_df = pd.concat(seeds, ignore_index=True)
+    seeds_df = seeds_df.iloc[np.lexsort((seeds_df["item_pos"].to_numpy(), (seeds_df["kind"] == "short_term").to_numpy(),
+                                         seeds_df["user_pos"].to_numpy()))]
     no_vector = ~cat.vectors[seeds_df["item_pos"].to_numpy()].any(axis=1)
     seeds_df = seeds_df[~no_vector].reset_index(drop=True)
 
@@ -247,15 +263,15 @@ def load_inputs(storage: Storage, settings: Settings, dt: date | str) -> Inputs:
         log = storage.read("delivery_log", day, columns=["user_id", "item_id", "holdout"])
         check_columns("delivery_log", log)
         log = log[~log["holdout"].astype(bool)]
-        lu, u_ok = lookup(user_ids, log["user_id"])
-        li, i_ok = lookup(cat.item_ids, log["item_id"])
+        lu, u_ok = uindex.find(log["user_id"])
+        li, i_ok = cat.index.find(log["item_id"])
         log, lu, li = log[u_ok & i_ok], lu[u_ok & i_ok], li[u_ok & i_ok]
         sent_keys.append(lu.astype(np.int64) * n_items + li)
         if day >= cap_start:
             sent_counts += np.bincount(lu, minlength=len(user_ids))
         if day == dt - timedelta(days=1):
             yesterday = log[["user_id", "item_id"]]
-    unengaged = _unengaged_keys(storage, dt, cfg.unengaged_lookback_days, user_ids, cat.item_ids, lineage)
+    unengaged = _unengaged_keys(storage, dt, cfg.unengaged_lookback_days, uindex, cat.index, lineage)
     excluded = unique_sorted(np.concatenate([watched, *sent_keys, unengaged]))
 
     allowed = ~np.isin(cat.item_ids, blocked)
@@ -278,18 +294,18 @@ def _blocked_items(overrides: pd.DataFrame, dt: date) -> np.ndarray:
     return overrides.loc[live, "item_id"].dropna().to_numpy(np.int64)
 
 
-def _unengaged_keys(storage: Storage, dt: date, lookback: int, user_ids: np.ndarray, item_ids: np.ndarray,
+def _unengaged_keys(storage: Storage, dt: date, lookback: int, users: IdIndex, items: IdIndex,
                     lineage: dict[str, list[date]]) -> np.ndarray:
-    """Pairs sent earlier (within ``lookback`` days) that got no positive engagement the next day."""
+    """Pairs sent earlier (within ``lookback`` days) that the user did not touch the next day."""
     days = [d for d in storage.dates("delivery_feedback") if dt - timedelta(days=lookback) <= d <= dt - timedelta(days=1)]
     lineage["delivery_feedback"] = days
     keys = []
     for day in days:
         fb = storage.read("delivery_feedback", day, columns=["user_id", "item_id", "engaged"])
         fb = fb[~fb["engaged"].astype(bool)]
-        u, u_ok = lookup(user_ids, fb["user_id"])
-        i, i_ok = lookup(item_ids, fb["item_id"])
-        keys.append(u[u_ok & i_ok].astype(np.int64) * len(item_ids) + i[u_ok & i_ok])
+        u, u_ok = users.find(fb["user_id"])
+        i, i_ok = items.find(fb["item_id"])
+        keys.append(u[u_ok & i_ok].astype(np.int64) * len(items.ids) + i[u_ok & i_ok])
     return np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
 
 

@@ -112,7 +112,7 @@ def build_outbox(inputs: Inputs, choice: Choice, held_out: np.ndarray, version: 
     frame["model_version"] = version
     frame["reason"] = reasons(inputs, choice, cluster_ids, champion, version)
     frame["holdout"] = held_out[choice.user]
-    return frame[OUTBOX_COLUMNS].sort_values("user_id", kind="stable").reset_index(drop=True)
+    return frame[OUTBOX_COLUMNS]  # choices come in user-position order, i.e. ascending user_id
 
 
 def reasons(inputs: Inputs, choice: Choice, cluster_ids: np.ndarray, champion: bool, version: str) -> list[str]:
