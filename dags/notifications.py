@@ -12,17 +12,17 @@ from recsys_notify.dag_support import (DEFAULT_ARGS, GLOBAL_MEDOIDS_ASSET, START
                                        data_interval_schedule, run_date)
 
 PARAMS = {
-    "holdout_percent": Param(None, type=["null", "number"], minimum=0, maximum=100,
+    "holdout_percent": Param(None, type=["number", "null"], minimum=0, maximum=100,
                              description="Percent of users held out (recorded, not notified); empty = config"),
-    "k_neighbours": Param(None, type=["null", "integer"], minimum=1,
+    "k_neighbours": Param(None, type=["integer", "null"], minimum=1,
                           description="Global clusters retrieved per seed item; empty = config"),
-    "min_candidates": Param(None, type=["null", "integer"], minimum=1,
+    "min_candidates": Param(None, type=["integer", "null"], minimum=1,
                             description="Below this many candidates a user gets fallback sources; empty = config"),
-    "short_term_enabled": Param(None, type=["null", "boolean"],
+    "short_term_enabled": Param(None, type=["boolean", "null"],
                                 description="Add yesterday's positive items as seeds; empty = config"),
-    "no_medoid_policy": Param(None, type=["null", "string"], enum=[None, "popular", "none"],
+    "no_medoid_policy": Param(None, type=["string", "null"], enum=[None, "popular", "none"],
                               description="Users without medoids get a popular item or nothing; empty = config"),
-    "use_champion": Param(None, type=["null", "boolean"],
+    "use_champion": Param(None, type=["boolean", "null"],
                           description="Rank with the registry's two-tower champion when one exists; empty = config"),
     "evaluate": Param(True, type="boolean", description="Evaluate against next-day events and log to MLflow"),
 }
