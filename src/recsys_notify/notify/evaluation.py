@@ -12,7 +12,6 @@ from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from recsys_notify.config import Settings
 from recsys_notify.notify.candidates import CandidateIndex

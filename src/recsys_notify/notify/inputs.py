@@ -266,7 +266,8 @@ def load_inputs(storage: Storage, settings: Settings, dt: date | str) -> Inputs:
         lu, u_ok = uindex.find(log["user_id"])
         li, i_ok = cat.index.find(log["item_id"])
         log, lu, li = log[u_ok & i_ok], lu[u_ok & i_ok], li[u_ok & i_ok]
-        sent_keys.append(lu.astype(np.int64) * n_items + li)
+        if day >= dt - timedelta(days=cfg.sent_lookback_days):
+            sent_keys.append(lu.astype(np.int64) * n_items + li)
         if day >= cap_start:
             sent_counts += np.bincount(lu, minlength=len(user_ids))
         if day == dt - timedelta(days=1):
