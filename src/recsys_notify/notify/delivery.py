@@ -18,10 +18,12 @@ LOG_COLUMNS = ["user_id", "date", "item_id", "cluster_id", "template_id", "sourc
 
 
 def pick_templates(templates: pd.DataFrame, user_ids: np.ndarray, cluster_ids: np.ndarray,
-                   languages: np.ndarray, seed: int) -> pd.DataFrame:
+                   languages: np.ndarray, seed: int) -> tuple[np.ndarray, list[dict]]:
     """Template per message: the cluster's in the user's language, else its ``*`` one, else the default.
 
     Ops-written templates win over auto ones; several variants of a kind are split by user hash.
+    Returns each message's position in the returned list of template rows (all their columns, so
+    extra fields such as keywords reach ``render``); the default template is the last entry.
     """
     t = templates.assign(cluster_id=templates["cluster_id"].astype(np.int64), language=templates["language"].astype(str),
                          _auto=(templates["source"].astype(str) != "ops"))
@@ -38,23 +40,23 @@ def pick_templates(templates: pd.DataFrame, user_ids: np.ndarray, cluster_ids: n
     msgs["language"] = np.where(use_exact, msgs["language"], ANY_LANGUAGE)
     h = user_hash(user_ids, seed, VARIANT_SALT)
     msgs["variant"] = np.where(np.isnan(n), -1, (h % np.maximum(np.nan_to_num(n, nan=1), 1).astype(np.uint64)).astype(np.int64))
-    out = msgs.merge(t[["cluster_id", "language", "variant", "template_id", "title", "body"]],
-                     on=["cluster_id", "language", "variant"], how="left")
-    missing = out["template_id"].isna()
-    for key in ("template_id", "title", "body"):
-        out.loc[missing, key] = DEFAULT_TEMPLATE[key]
-    return out[["template_id", "title", "body"]].astype(str)
+    found = msgs.merge(t[["cluster_id", "language", "variant"]].reset_index(names="_pos"),
+                       on=["cluster_id", "language", "variant"], how="left")["_pos"]
+    rows = t.drop(columns=["_auto", "variant"]).to_dict("records") + [DEFAULT_TEMPLATE]
+    return found.fillna(len(rows) - 1).to_numpy(np.int64), rows
 
 
-def render_messages(chosen: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
-    """Title and body per message; each distinct (template, item) is rendered once."""
-    pairs = chosen[["template_id", "title", "body", "item_id", "cluster_id"]].drop_duplicates(["template_id", "item_id"])
-    pairs = pairs.merge(items, on="item_id", how="left")
-    templ = pairs[["title", "body"]].to_dict("records")
-    fields = pairs.drop(columns=["template_id", "title", "body"]).to_dict("records")
-    texts = [render(t, f) for t, f in zip(templ, fields)]
-    rendered = pairs[["template_id", "item_id"]].assign(title=[t for t, _ in texts], body=[b for _, b in texts])
-    return chosen.drop(columns=["title", "body"]).merge(rendered, on=["template_id", "item_id"], how="left")
+def render_messages(template_pos: np.ndarray, templates: list[dict], item_ids: np.ndarray, cluster_ids: np.ndarray,
+                    items: pd.DataFrame) -> pd.DataFrame:
+    """template_id, title and body per message; each distinct (template, item) is rendered once."""
+    msgs = pd.DataFrame({"_pos": template_pos, "item_id": item_ids, "cluster_id": cluster_ids})
+    pairs = msgs.drop_duplicates(["_pos", "item_id"]).merge(items, on="item_id", how="left")
+    texts = [render(templates[pos], item) for pos, item in zip(pairs["_pos"].tolist(),
+                                                               pairs.drop(columns="_pos").to_dict("records"))]
+    rendered = pairs[["_pos", "item_id"]].assign(title=[t for t, _ in texts], body=[b for _, b in texts])
+    out = msgs.merge(rendered, on=["_pos", "item_id"], how="left")
+    out["template_id"] = [str(templates[pos]["template_id"]) for pos in out["_pos"].tolist()]
+    return out[["template_id", "title", "body"]]
 
 
 def delivery_log(outbox: pd.DataFrame) -> pd.DataFrame:

@@ -102,8 +102,8 @@ def build_outbox(inputs: Inputs, choice: Choice, held_out: np.ndarray, version: 
     lang = np.array(cat.languages + [None], dtype=object)[np.where(inputs.user_lang[choice.user] < 0, -1,
                                                                      inputs.user_lang[choice.user])]
     frame = pd.DataFrame({"user_id": user_ids, "item_id": item_ids, "cluster_id": cluster_ids})
-    frame = pd.concat([frame, pick_templates(inputs.templates, user_ids, cluster_ids, lang, cfg.seed)], axis=1)
-    frame = render_messages(frame, cat.frame)
+    template_pos, templates = pick_templates(inputs.templates, user_ids, cluster_ids, lang, cfg.seed)
+    frame = pd.concat([frame, render_messages(template_pos, templates, item_ids, cluster_ids, cat.frame)], axis=1)
     frame["date"] = inputs.dt
     frame["language"] = lang
     frame["thumbnail"] = [cfg.thumbnail_uri.format(item_id=i) for i in item_ids]
