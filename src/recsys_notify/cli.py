@@ -102,6 +102,38 @@ def _partitions(args: argparse.Namespace, settings: Any, storage: Storage) -> An
     return [d.isoformat() for d in storage.dates(args.dataset)]
 
 
+def _notify_args(p: argparse.ArgumentParser) -> None:
+    add_dates(p)
+    p.add_argument("--holdout-percent", type=float, help="override notifications.holdout_percent")
+    p.add_argument("--k-neighbours", type=int, help="override notifications.k_neighbours")
+    p.add_argument("--min-candidates", type=int, help="override notifications.min_candidates")
+    p.add_argument("--no-medoid-policy", choices=["popular", "none"], help="override notifications.no_medoid_policy")
+    p.add_argument("--no-short-term", action="store_true", help="do not seed with yesterday's positive items")
+    p.add_argument("--no-champion", action="store_true", help="rank with the transparent scorer only")
+    p.add_argument("--no-eval", action="store_true", help="skip next-day evaluation and MLflow logging")
+
+
+@command("notify", "choose, render and write the day's notifications (outbox + delivery log), then evaluate",
+         _notify_args)
+def _notify(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+    from recsys_notify.notify import notify
+    from recsys_notify.notify.evaluation import evaluate_and_track
+
+    params = {k: v for k, v in {"holdout_percent": args.holdout_percent, "k_neighbours": args.k_neighbours,
+                                "min_candidates": args.min_candidates, "no_medoid_policy": args.no_medoid_policy,
+                                "short_term_enabled": False if args.no_short_term else None,
+                                "use_champion": False if args.no_champion else None}.items() if v is not None}
+
+    def one_day(day: date) -> dict[str, Any]:
+        stats = notify(storage, settings, day, params)
+        result = {k: v for k, v in stats.items() if k != "lineage"}
+        if not args.no_eval:
+            result["evaluation"] = evaluate_and_track(storage, settings, day, params)
+        return result
+
+    return for_each_day(args, one_day)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys-notify", description=__doc__)
     parser.add_argument("--config", help="YAML config file (default: $RECSYS_CONFIG)")
