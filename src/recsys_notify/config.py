@@ -70,6 +70,10 @@ class GlobalMedoidSettings(_Strict):
     niter: int = Field(20, ge=1)
     seed: int = 0
     silhouette_sample: int = Field(5000, ge=10)
+    match_max_distance: float = Field(0.5, gt=0, le=2)  # cosine distance above which a cluster gets a new id
+    templates_path: str = "configs/templates.yaml"
+    template_keywords: int = Field(3, ge=1)
+    template_variants: int = Field(3, ge=1, le=3)
 
     @field_validator("schedule")
     @classmethod
@@ -164,8 +168,18 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(raw) if raw != "" else raw
+        node[path[-1]] = _scalar(raw)
     return out
+
+
+def _scalar(raw: str) -> Any:
+    """YAML scalar when it parses (numbers, booleans, lists), else the raw text (e.g. ``@daily``)."""
+    if raw == "":
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
