@@ -94,7 +94,11 @@ def choose(templates: pd.DataFrame, cluster_id: int, language: str, key: int = 0
 # ----- automatic templates -----
 
 def ctfidf_keywords(cluster_ids: np.ndarray, captions: Sequence[str], top: int = 3) -> dict[int, list[str]]:
-    """Top ``top`` words per cluster by class-based TF-IDF (hashtags and case folded)."""
+    """Top ``top`` words per cluster by class-based TF-IDF (hashtags and case folded).
+
+    Score = word frequency in the cluster x log(1 + average words per cluster / corpus frequency);
+    words present in more than half of the clusters are dropped as non-distinctive.
+    """
     from sklearn.feature_extraction.text import CountVectorizer
 
     frame = pd.DataFrame({"cluster_id": cluster_ids, "caption": [str(c or "") for c in captions]})
@@ -111,10 +115,12 @@ def ctfidf_keywords(cluster_ids: np.ndarray, captions: Sequence[str], top: int =
     avg_words = counts.sum() / len(docs)
     idf = np.log1p(avg_words / np.maximum(counts.sum(axis=0), 1))
     scores = tf * idf
+    if len(docs) > 1:  # words in most clusters describe none of them (filler such as "wow", "new")
+        scores[:, (counts > 0).sum(axis=0) > len(docs) / 2] = 0.0
     out = {}
     for row, cluster in enumerate(docs.index):
         order = np.lexsort((words, -scores[row]))
-        out[int(cluster)] = [str(words[j]) for j in order[:top] if counts[row, j] > 0]
+        out[int(cluster)] = [str(words[j]) for j in order[:top] if scores[row, j] > 0]
     return out
 
 
