@@ -85,14 +85,14 @@ def match_ids(centroids: np.ndarray, sizes: np.ndarray, prev_ids: np.ndarray, pr
         rows, cols = linear_sum_assignment(cost)
         good = cost[rows, cols] <= max_distance
         ids[rows[good]] = prev_ids[cols[good]]
-        drift = cost[rows[good], cols[good]]
+        drift = np.clip(cost[rows[good], cols[good]], 0.0, None)
         quality.update({
             "matched": float(good.sum()), "new_clusters": float(n - good.sum()),
             "retired_clusters": float(len(prev_ids) - good.sum()),
             "centroid_drift_mean": float(drift.mean()) if len(drift) else 0.0,
             "centroid_drift_max": float(drift.max()) if len(drift) else 0.0,
             "match_rate": float(good.sum() / n),
-            "assignment_cost_mean": float(cost[rows, cols].mean()),
+            "assignment_cost_mean": float(np.clip(cost[rows, cols], 0.0, None).mean()),
         })
     fresh = np.flatnonzero(ids < 0)
     fresh = fresh[np.lexsort((fresh, -sizes[fresh]))]  # biggest new cluster gets the lowest new id
