@@ -53,9 +53,9 @@ def _request(context: dict[str, Any]) -> Any:
         "revoke_overrides": Param([], type="array", items={"type": "string"},
                                   description="override_id values (from the overrides dataset) to end now"),
         "reason": Param("", type="string", maxLength=500, description="Why (required with any override)"),
-        "expires": Param(None, type=["null", "string"], format="date",
+        "expires": Param(None, type=["string", "null"], format="date",
                          description="Last day the overrides apply (YYYY-MM-DD); empty = until revoked"),
-        "requested_by": Param(None, type=["null", "string"],
+        "requested_by": Param(None, type=["string", "null"],
                               description="Who asks (defaults to the triggering user)"),
     },
 )

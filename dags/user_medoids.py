@@ -25,9 +25,9 @@ from recsys_notify.dag_support import DEFAULT_ARGS, START_DATE, data_interval_sc
     tags=["recsys", "medoids"],
     doc_md=__doc__,
     params={
-        "algorithm": Param(None, type=["null", "string"], enum=[None, "dbscan", "hdbscan", "pinnersage"],
+        "algorithm": Param(None, type=["string", "null"], enum=[None, "dbscan", "hdbscan", "pinnersage"],
                            description="Clustering/selection mode for this run; empty = user_medoids.algorithm"),
-        "seed": Param(None, type=["null", "integer"], minimum=0,
+        "seed": Param(None, type=["integer", "null"], minimum=0,
                       description="Sampling seed for this run; empty = user_medoids.seed"),
     },
 )
