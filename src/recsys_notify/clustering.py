@@ -31,7 +31,7 @@ def dbscan_components(starts: np.ndarray, sizes: np.ndarray, X: np.ndarray, eps:
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
     core_all = np.zeros(n, dtype=bool)
-    padded = np.maximum(4, 1 << np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64))
+    padded = _bucket_sizes(sizes)
     for size in np.unique(padded):
         users = np.flatnonzero(padded == size)
         if size > BIG_USER:
@@ -55,6 +55,12 @@ def dbscan_components(starts: np.ndarray, sizes: np.ndarray, X: np.ndarray, eps:
     return component.astype(np.int64), core_all
 
 
+def _bucket_sizes(sizes: np.ndarray) -> np.ndarray:
+    """Padded size per user: the next of 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, ... (ratio 2**0.25 keeps padding <20%)."""
+    steps = np.ceil(4 * np.log2(np.maximum(sizes, 4) / 4) - 1e-9)
+    return np.ceil(4 * 2 ** (steps / 4) - 1e-9).astype(np.int64)
+
+
 def _padded_chunk(X: np.ndarray, starts: np.ndarray, sizes: np.ndarray, size: int, threshold: np.float32,
                   min_samples: int) -> tuple[np.ndarray, ...]:
     """Edges and core flags for a chunk of users padded to ``size`` rows each."""
@@ -65,11 +71,14 @@ def _padded_chunk(X: np.ndarray, starts: np.ndarray, sizes: np.ndarray, size: in
     Xp[~valid] = 0.0
     S = np.matmul(Xp, Xp.transpose(0, 2, 1))
     adj = S >= threshold
-    adj &= valid[:, :, None]
-    adj &= valid[:, None, :]
-    core = (adj.sum(axis=2) >= min_samples) & valid
-    core_adj = adj & core[:, None, :]
-    b, i, j = np.nonzero(np.triu(core_adj & core[:, :, None], 1))
+    if threshold <= 0:  # padding rows are zero vectors: only a huge eps could link them
+        adj &= valid[:, :, None]
+        adj &= valid[:, None, :]
+    core = (adj.sum(axis=2, dtype=np.int32) >= min_samples) & valid
+    core_adj = adj
+    core_adj &= core[:, None, :]
+    # both directions and self loops are harmless for undirected components and cheaper than triu
+    b, i, j = np.nonzero(core_adj & core[:, :, None])
     rows, cols = [idx[b, i]], [idx[b, j]]
     border = valid & ~core & core_adj.any(axis=2)
     if border.any():

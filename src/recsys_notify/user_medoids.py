@@ -17,7 +17,7 @@ dataset, :func:`combine` commits the ``user_medoids`` partition once, and logs t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
@@ -117,9 +117,10 @@ def compute_medoids(interactions: pd.DataFrame, X: np.ndarray, dt: date, cfg: Us
     uniq, starts, sizes = np.unique(user_ids, return_index=True, return_counts=True)
     keep_user = sizes >= cfg.min_interactions
     stats.users, stats.users_skipped = len(uniq), int((~keep_user).sum())
-    row_keep = np.repeat(keep_user, sizes)
-    frame = interactions.loc[row_keep].reset_index(drop=True)
-    X = X[row_keep]
+    if not keep_user.all():
+        row_keep = np.repeat(keep_user, sizes)
+        interactions, X = interactions.loc[row_keep].reset_index(drop=True), X[row_keep]
+    frame = interactions
     uniq, starts, sizes = uniq[keep_user], np.cumsum(np.r_[0, sizes[keep_user]])[:-1], sizes[keep_user]
     stats.interactions = len(frame)
     if len(frame) == 0:
@@ -132,8 +133,9 @@ def compute_medoids(interactions: pd.DataFrame, X: np.ndarray, dt: date, cfg: Us
         component, clustered = dbscan_components(starts, sizes, X, cfg.eps, cfg.min_samples)
     user_row = np.repeat(np.arange(len(uniq)), sizes)
     weight = frame["weight"].to_numpy(np.float64)
-    day_end = datetime(dt.year, dt.month, dt.day, tzinfo=timezone.utc) + timedelta(days=1)
-    age_days = (day_end - frame["last_ts"]).dt.total_seconds().to_numpy() / 86_400.0
+    day_end = np.datetime64(dt + timedelta(days=1), "us")
+    last_ts = frame["last_ts"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]")
+    age_days = (day_end - last_ts).astype(np.float64) / 86_400e6
     decayed = weight * np.exp(-cfg.decay_lambda * np.clip(age_days, 0, None))
 
     cluster_keys, cluster_of_row, cluster_size = np.unique(component, return_inverse=True, return_counts=True)
@@ -169,19 +171,19 @@ def compute_medoids(interactions: pd.DataFrame, X: np.ndarray, dt: date, cfg: Us
     pos_in_cluster[row_order] = rank_within(cluster_of_row[row_order])
     chosen = np.flatnonzero(pos_in_cluster < quota[cluster_of_row])
 
+    chosen_cluster = cluster_of_row[chosen]
+    chosen = chosen[np.lexsort((pos_in_cluster[chosen], local_id[chosen_cluster], -importance[chosen_cluster],
+                                user_row[chosen]))]  # rank: important clusters first
+    chosen_cluster = cluster_of_row[chosen]
     out = pd.DataFrame({
         "user_id": frame["user_id"].to_numpy(np.int64)[chosen],
         "item_id": frame["item_id"].to_numpy(np.int64)[chosen],
-        "cluster_id": local_id[cluster_of_row[chosen]],
-        "cluster_size": cluster_size[cluster_of_row[chosen]].astype(np.int64),
+        "cluster_id": local_id[chosen_cluster],
+        "cluster_size": cluster_size[chosen_cluster].astype(np.int64),
         "weight": weight[chosen],
-        "importance": importance[cluster_of_row[chosen]],
-        "_pos": pos_in_cluster[chosen],
+        "importance": importance[chosen_cluster],
+        "rank": rank_within(user_row[chosen]) + 1,
     })
-    out = out.sort_values(["user_id", "importance", "cluster_id", "_pos"], ascending=[True, False, True, True],
-                          kind="stable").reset_index(drop=True)
-    out["rank"] = rank_within(out["user_id"].to_numpy()) + 1
-    out = out[OUTPUT_COLUMNS]
     stats.medoids = len(out)
     stats.users_with_medoids = int(out["user_id"].nunique())
     return out, stats
