@@ -35,6 +35,25 @@ def _request(context: dict[str, Any]) -> Any:
     return parse_request(context["params"], default_user=getattr(context.get("dag_run"), "triggering_user_name", None))
 
 
+def _no_retry_on_bad_params(fn: Any) -> Any:
+    """Invalid override params or ops templates will not fix themselves: fail the task without retries."""
+    from functools import wraps
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from recsys_notify.overrides import OverrideError
+        from recsys_notify.templates import TemplateError
+
+        try:
+            return fn(*args, **kwargs)
+        except (OverrideError, TemplateError) as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    return wrapper
+
+
 @dag(
     dag_id="global_medoids",
     schedule=data_interval_schedule(get_settings().global_medoids.schedule),
@@ -61,6 +80,7 @@ def _request(context: dict[str, Any]) -> Any:
 )
 def global_medoids() -> None:
     @task
+    @_no_retry_on_bad_params
     def validate_overrides(**context: Any) -> dict[str, Any]:
         from recsys_notify import global_medoids as gm
         from recsys_notify.storage import storage_from_settings
@@ -69,6 +89,7 @@ def global_medoids() -> None:
         return gm.check_request(storage_from_settings(settings), settings, run_date(context), _request(context))
 
     @task
+    @_no_retry_on_bad_params
     def refresh(checked: dict[str, Any], **context: Any) -> dict[str, Any]:
         from recsys_notify import global_medoids as gm
         from recsys_notify.storage import storage_from_settings

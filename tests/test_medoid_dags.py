@@ -74,3 +74,20 @@ def test_both_dags_run_with_override(world, settings_env, airflow_db):
     assert (row["item_id"], row["source"]) == (pick, "override")
     audit = storage.read("overrides", next_day)
     assert list(audit["requested_by"]) == ["ops@example.com"] and list(audit["reason"]) == ["campaign"]
+
+
+def test_global_dag_fails_fast_on_invalid_override(world, settings_env, airflow_db):
+    from recsys_notify import user_medoids as um
+    from recsys_notify.config import get_settings
+    from recsys_notify.storage import Storage
+
+    settings_env(global_medoids__k=8)
+    storage = Storage(str(world.root))
+    um.refresh(storage, get_settings(), DAY, shards=1, track=False)
+    conf = {"replace_representatives": [{"cluster_id": 0, "item_id": 123456789}], "reason": "x",
+            "requested_by": "ops"}
+    dr = _load("global_medoids").test(logical_date=_logical(DAY), run_conf=conf)
+    assert dr.state == "failed"
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    assert states["validate_overrides"] == "failed" and states["refresh"] != "success"
+    assert storage.dates("global_medoids") == [] and storage.dates("overrides") == []
