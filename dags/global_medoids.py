@@ -6,10 +6,14 @@ cluster's representative (optionally for one language), ``block_items`` keeps it
 any of them and ``expires`` (inclusive) bounds them. ``validate_overrides`` rejects bad params
 before anything is computed or written; overrides persist in the ``overrides`` dataset (audit
 trail) and apply to every later refresh until they expire.
+
+Scheduled runs refresh on the last complete day of their data interval (a weekly run created after
+the week ends uses that week's newest user medoids); manual triggers refresh their logical date.
 """
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
 from airflow.sdk import Param, dag, task
@@ -33,6 +37,16 @@ def _request(context: dict[str, Any]) -> Any:
     from recsys_notify.overrides import parse_request
 
     return parse_request(context["params"], default_user=getattr(context.get("dag_run"), "triggering_user_name", None))
+
+
+def _refresh_day(context: dict[str, Any]) -> date:
+    """Scheduled/backfill runs refresh on the last day of their interval (for ``@weekly``, the week's last
+    complete day, not its first); a manual trigger refreshes its logical date like every other DAG."""
+    dag_run, end = context.get("dag_run"), context.get("data_interval_end")
+    run_type = getattr(getattr(dag_run, "run_type", None), "value", getattr(dag_run, "run_type", None))
+    if run_type in ("scheduled", "backfill") and end is not None:
+        return max(run_date(context), (end - timedelta(days=1)).date())
+    return run_date(context)
 
 
 def _no_retry_on_bad_params(fn: Any) -> Any:
@@ -86,7 +100,7 @@ def global_medoids() -> None:
         from recsys_notify.storage import storage_from_settings
 
         settings = get_settings()
-        return gm.check_request(storage_from_settings(settings), settings, run_date(context), _request(context))
+        return gm.check_request(storage_from_settings(settings), settings, _refresh_day(context), _request(context))
 
     @task
     @_no_retry_on_bad_params
@@ -95,7 +109,7 @@ def global_medoids() -> None:
         from recsys_notify.storage import storage_from_settings
 
         settings = get_settings()
-        return gm.refresh(storage_from_settings(settings), settings, run_date(context), _request(context),
+        return gm.refresh(storage_from_settings(settings), settings, _refresh_day(context), _request(context),
                           run_id=context["run_id"])
 
     refresh(validate_overrides())

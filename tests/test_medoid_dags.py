@@ -91,3 +91,16 @@ def test_global_dag_fails_fast_on_invalid_override(world, settings_env, airflow_
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert states["validate_overrides"] == "failed" and states["refresh"] != "success"
     assert storage.dates("global_medoids") == [] and storage.dates("overrides") == []
+
+
+def test_scheduled_weekly_run_refreshes_last_day_of_its_interval():
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("dag_global_medoids_helpers", DAGS / "global_medoids.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    start, end = _logical(date(2026, 11, 8)), _logical(date(2026, 11, 15))
+    scheduled = {"logical_date": start, "data_interval_end": end, "dag_run": SimpleNamespace(run_type="scheduled")}
+    manual = {**scheduled, "dag_run": SimpleNamespace(run_type="manual")}
+    assert module._refresh_day(scheduled) == date(2026, 11, 14)
+    assert module._refresh_day(manual) == date(2026, 11, 8)
