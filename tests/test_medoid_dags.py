@@ -74,6 +74,30 @@ def test_both_dags_run_with_override(world, settings_env, airflow_db):
     assert (row["item_id"], row["source"]) == (pick, "override")
     audit = storage.read("overrides", next_day)
     assert list(audit["requested_by"]) == ["ops@example.com"] and list(audit["reason"]) == ["campaign"]
+    _check_mlflow()
+
+
+def _check_mlflow():
+    """Each refresh left an MLflow run with its metrics, plots and (global) the faiss index."""
+    import mlflow
+
+    from recsys_notify import tracking
+    from recsys_notify.config import get_settings
+
+    tracking.configure(get_settings())
+    client = mlflow.MlflowClient()
+    (um_run,) = mlflow.search_runs(experiment_names=["user_medoids"], output_format="list")
+    assert um_run.data.metrics["eval_topic_coverage"] >= 0.9
+    assert um_run.data.metrics["users_skipped"] > 0
+    assert {a.path for a in client.list_artifacts(um_run.info.run_id)} >= {"cluster_sizes.png"}
+    runs = mlflow.search_runs(experiment_names=["global_medoids"], output_format="list")
+    assert len(runs) == 2
+    latest = max(runs, key=lambda r: r.info.start_time)
+    assert latest.data.metrics["overrides_applied"] == 1 and latest.data.metrics["match_rate"] == 1.0
+    assert -1 <= latest.data.metrics["silhouette_cosine"] <= 1
+    paths = {a.path for a in client.list_artifacts(latest.info.run_id)}
+    assert {"cluster_sizes.png", "global_medoids_2d.png", "templates.csv"} <= paths
+    assert [a.path for a in client.list_artifacts(latest.info.run_id, "index")] == ["index/global_medoids.faiss"]
 
 
 def test_global_dag_fails_fast_on_invalid_override(world, settings_env, airflow_db):
