@@ -12,7 +12,7 @@ times the clustering and slot selection only (reading events is the storage laye
 
 BLAS/OpenMP are pinned to one thread so a "core" means one core.
 
-    python benchmarks/bench_user_medoids.py                      # ~1-2 min
+    python benchmarks/bench_user_medoids.py                      # ~2-3 min
     python benchmarks/bench_user_medoids.py --scale-users 1000000  # measure 1M directly (single core)
 """
 

@@ -53,6 +53,7 @@ def load_inputs(storage: Storage, settings: Settings, day: date) -> Inputs:
     items = np.unique(medoids["item_id"].to_numpy(np.int64))
     ids, matrix = item_vectors(storage, day, settings.embedding.source, settings.embedding.trimmed_dim, item_ids=items)
     catalog = storage.read_upto("items", day, columns=["item_id", "language", "caption", "creator_id"])
+    catalog = catalog.drop_duplicates("item_id", keep="last")  # a re-ingested item: newest row wins
     return Inputs(um_day, int(medoids["user_id"].nunique()), len(medoids), ids, l2_normalize(matrix), catalog)
 
 

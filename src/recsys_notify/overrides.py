@@ -119,7 +119,7 @@ def validate(request: OverrideRequest, dt: date, catalog: pd.DataFrame, current:
     problems = []
     if request.expires is not None and request.expires < dt:
         problems.append(f"expires {request.expires} is before the run date {dt}")
-    languages = catalog.set_index("item_id")["language"]
+    languages = catalog.drop_duplicates("item_id", keep="last").set_index("item_id")["language"]
     blocked = set(current.loc[current["action"] == "block", "item_id"].astype("int64")) if len(current) else set()
     blocked |= set(request.block)
     for item in request.block:

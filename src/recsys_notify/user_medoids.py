@@ -112,6 +112,8 @@ def compute_medoids(interactions: pd.DataFrame, X: np.ndarray, dt: date, cfg: Us
     seed = cfg.seed if seed is None else seed
     stats = MedoidStats()
     user_ids = interactions["user_id"].to_numpy(np.int64)
+    if len(X) != len(user_ids):
+        raise ValueError(f"{len(X)} vectors for {len(user_ids)} interactions: rows must be aligned")
     if len(user_ids) and (np.diff(user_ids) < 0).any():
         raise ValueError("interactions must be sorted by user_id")
     uniq, starts, sizes = np.unique(user_ids, return_index=True, return_counts=True)
