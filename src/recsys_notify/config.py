@@ -73,6 +73,10 @@ class GlobalMedoidSettings(_Strict):
     niter: int = Field(20, ge=1)
     seed: int = 0
     silhouette_sample: int = Field(5000, ge=10)
+    match_max_distance: float = Field(0.5, gt=0, le=2)  # cosine distance above which a cluster gets a new id
+    templates_path: str = "configs/templates.yaml"
+    template_keywords: int = Field(3, ge=1)
+    template_variants: int = Field(3, ge=1, le=3)
 
     @field_validator("schedule")
     @classmethod
