@@ -13,13 +13,19 @@ from recsys_notify.contract import LANGUAGES, embedding_matrix
 from recsys_notify.embeddings import l2_normalize
 from recsys_notify.storage import Storage
 from recsys_notify.synthetic import GeneratorConfig, build_world, events_for_day, generate
-from tests.snapshots import committed_bytes
 
 CFG = GeneratorConfig(**SMALL_WORLD)
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    return committed_bytes(root)
+    """Committed Parquet bytes by ``dataset/dt=.../part-NNNNN`` (version prefixes are random by design)."""
+    store = Storage(str(root))
+    out = {}
+    for dataset in sorted(p.name for p in root.iterdir() if p.is_dir()):
+        for day in store.dates(dataset):
+            for path in store.files(dataset, day):
+                out[f"{dataset}/dt={day:%Y%m%d}/{path.rsplit('/', 1)[-1]}"] = Path(path).read_bytes()
+    return out
 
 
 def test_same_seed_gives_byte_identical_partitions(tmp_path):
