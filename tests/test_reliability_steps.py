@@ -11,10 +11,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-for _module in ("recsys_notify.pair_mining", "recsys_notify.gem.training", "recsys_notify.user_medoids",
-                "recsys_notify.global_medoids", "recsys_notify.notify.step", "recsys_notify.two_tower.config"):
-    pytest.importorskip(_module, reason="pipeline step not merged into this checkout yet")
-
 from recsys_notify.config import ConfigError, Settings, load_settings
 from recsys_notify.storage import MissingPartitionError, Storage
 from tests import corruption as C
@@ -37,33 +33,37 @@ STEP_OUTPUTS = {
 }
 
 
+def _known(key: str) -> bool:
+    """Whether ``RECSYS__SECTION__FIELD`` exists in this checkout's settings (steps add fields as they land)."""
+    section, field = key.removeprefix("RECSYS__").lower().split("__")
+    return field in type(getattr(Settings(), section)).model_fields
+
+
 def settings_for(root: Path, **extra: str) -> Settings:
-    return load_settings(environ={"RECSYS__DATA_ROOT": str(root), **FAST, **extra})
+    fast = {k: v for k, v in FAST.items() if _known(k)}
+    return load_settings(environ={"RECSYS__DATA_ROOT": str(root), **fast, **extra})
+
+
+STEP_FUNCTIONS = {
+    "pairs": ("recsys_notify.pair_mining", "mine_pairs"),
+    "gem": ("recsys_notify.gem.training", "train_gem"),
+    "user_medoids": ("recsys_notify.user_medoids", "refresh"),
+    "global_medoids": ("recsys_notify.global_medoids", "refresh"),
+    "notify": ("recsys_notify.notify.step", "notify"),
+}
+
+
+def _module(name: str):
+    return pytest.importorskip(name, reason="pipeline step not merged into this checkout yet")
 
 
 def run_step(step: str, storage: Storage, settings: Settings, **kw) -> dict:
     """The step functions the DAG tasks and the CLI call."""
-    if step == "pairs":
-        from recsys_notify.pair_mining import mine_pairs
-
-        return mine_pairs(storage, DAY, settings)
-    if step == "gem":
-        from recsys_notify.gem.training import train_gem
-
-        return train_gem(storage, DAY, settings)
-    if step == "user_medoids":
-        from recsys_notify import user_medoids
-
-        return user_medoids.refresh(storage, settings, DAY, **kw)
-    if step == "global_medoids":
-        from recsys_notify import global_medoids
-
-        return global_medoids.refresh(storage, settings, DAY, **kw)
-    if step == "notify":
-        from recsys_notify.notify.step import notify
-
-        return notify(storage, settings, DAY, **kw)
-    raise ValueError(step)
+    module, fn = STEP_FUNCTIONS[step]
+    func = getattr(_module(module), fn)
+    if step in ("pairs", "gem"):
+        return func(storage, DAY, settings, **kw)
+    return func(storage, settings, DAY, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +181,8 @@ def _fingerprint(storage: Storage, dataset: str):
     ("(x := 1)", "assignments"),
 ])
 def test_label_rule_cannot_run_code(tmp_path, rule, message):
-    from recsys_notify.two_tower.config import LabelRuleError, load_experiment, parse_label_rule
+    cfg = _module("recsys_notify.two_tower.config")
+    LabelRuleError, load_experiment, parse_label_rule = cfg.LabelRuleError, cfg.load_experiment, cfg.parse_label_rule
 
     marker = tmp_path / "pwned"
     text = rule.format(marker=marker)
@@ -194,7 +195,8 @@ def test_label_rule_cannot_run_code(tmp_path, rule, message):
 
 
 def test_label_rule_naming_unknown_column_is_refused():
-    from recsys_notify.two_tower.config import LabelRuleError, parse_label_rule
+    cfg = _module("recsys_notify.two_tower.config")
+    LabelRuleError, parse_label_rule = cfg.LabelRuleError, cfg.parse_label_rule
 
     with pytest.raises(LabelRuleError, match="unknown name 'secret_column'; allowed: completion"):
         parse_label_rule("secret_column > 1")
@@ -206,20 +208,27 @@ def test_label_rule_naming_unknown_column_is_refused():
     ({"loss": "mse"}, "loss: Input should be 'bce' or 'sampled_softmax'"),
 ])
 def test_experiment_config_unknown_key_or_out_of_range(overrides, message):
-    from recsys_notify.two_tower.config import load_experiment
+    load_experiment = _module("recsys_notify.two_tower.config").load_experiment
 
     with pytest.raises(ValueError, match=message):
         load_experiment("base_dedup", Settings().two_tower.configs_dir, overrides)
 
 
-def test_step_params_out_of_range_are_config_errors(medoid_world):
-    from recsys_notify.gem.training import gem_config
-
-    storage, settings = medoid_world
-    with pytest.raises(ConfigError, match="epochs"):
+def test_gem_params_out_of_range_are_config_errors(medoid_world):
+    gem_config = _module("recsys_notify.gem.training").gem_config
+    _, settings = medoid_world
+    with pytest.raises(ConfigError, match="invalid gem parameters: epochs"):
         gem_config(settings, {"epochs": 0})
+    with pytest.raises(ConfigError, match="objective"):
+        gem_config(settings, {"objective": "magic"})
+
+
+def test_notify_params_out_of_range_fail_before_writing(medoid_world):
+    storage, settings = medoid_world
     with pytest.raises(ValueError, match="holdout_percent"):
         run_step("notify", storage, settings, params={"holdout_percent": 250})
+    with pytest.raises(ValueError, match="frequency_kap"):
+        run_step("notify", storage, settings, params={"frequency_kap": 2})
     assert _written(storage, "notify") == []
 
 
