@@ -46,9 +46,22 @@ class PairMiningSettings(_Strict):
     max_positive_share: float = Field(0.9, gt=0, le=1)
     min_clients: int = Field(2, ge=1)
     max_positives_per_client: int = Field(200, ge=2)
+    sample_seed: int = 0
+    max_unknown_item_share: float = Field(0.05, ge=0, le=1)
     similarity_edges: list[float] = Field(default_factory=lambda: [-1.0, 0.2, 0.5, 0.8, 1.0001])
     engine: Literal["duckdb", "spark"] = "duckdb"
     spark_master: str = "local[*]"
+    spark_remote: str | None = None  # Spark Connect URL (sc://host:15002); wins over spark_master
+    spark_conf: dict[str, str] = Field(default_factory=dict)
+    duckdb_memory_limit: str | None = None  # e.g. "8GB"; DuckDB spills to a temp dir beyond it
+    duckdb_threads: int | None = Field(None, ge=1)
+
+    @field_validator("similarity_edges")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if len(v) < 2 or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError("similarity_edges must be at least two strictly increasing values")
+        return v
 
 
 class UserMedoidSettings(_Strict):
@@ -197,10 +210,27 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid config{f' {path}' if path else ''}: {problems}") from None
+        raise ConfigError(f"invalid config{f' {path}' if path else ''}: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+
+
+def with_overrides(settings: Settings, section: str, **values: Any) -> Settings:
+    """Copy of ``settings`` with ``values`` (``None`` = keep configured) set in ``section``, validated.
+
+    For DAG params and CLI flags that override one run's config.
+    """
+    values = {k: v for k, v in values.items() if v is not None}
+    if not values:
+        return settings
+    data = settings.model_dump()
+    data[section] = {**data[section], **values}
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid override: {_problems(exc)}") from None
 
 
 @lru_cache(maxsize=1)
