@@ -102,6 +102,24 @@ def _partitions(args: argparse.Namespace, settings: Any, storage: Storage) -> An
     return [d.isoformat() for d in storage.dates(args.dataset)]
 
 
+def _mine_pairs_args(p: argparse.ArgumentParser) -> None:
+    add_dates(p)
+    p.add_argument("--window-days", type=int, help="override pair_mining.window_days")
+    p.add_argument("--min-clients", type=int, help="override pair_mining.min_clients")
+    p.add_argument("--max-positives-per-client", type=int, help="override pair_mining.max_positives_per_client")
+    p.add_argument("--engine", choices=["duckdb", "spark"], help="override pair_mining.engine")
+
+
+@command("mine-pairs", "mine positive/negative item pairs (pair_interactions, pair_items, pairs)", _mine_pairs_args)
+def _mine_pairs(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+    from recsys_notify.config import with_overrides
+    from recsys_notify.pair_mining import mine_pairs
+
+    settings = with_overrides(settings, "pair_mining", window_days=args.window_days, min_clients=args.min_clients,
+                              max_positives_per_client=args.max_positives_per_client, engine=args.engine)
+    return for_each_day(args, lambda day: mine_pairs(storage, day, settings))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys-notify", description=__doc__)
     parser.add_argument("--config", help="YAML config file (default: $RECSYS_CONFIG)")

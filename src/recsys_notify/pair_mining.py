@@ -20,6 +20,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -214,6 +215,7 @@ def mine_pairs(storage: Storage, dt: date | str, settings: Settings) -> dict[str
     cfg = settings.pair_mining
     day = as_date(dt)
     days = window_days(day, cfg.window_days)
+    _check_window(storage, days)  # before opening a run: a missing input is not a mining attempt
     params = cfg.model_dump(exclude={"spark_conf"}) | {"dt": day.isoformat(), "window_start": days[0].isoformat()}
     with tracked_run(EXPERIMENT, f"pair_mining {day}", params=params, tags={"dt": day.isoformat()},
                      settings=settings) as run:
@@ -247,10 +249,8 @@ def mine_pairs(storage: Storage, dt: date | str, settings: Settings) -> dict[str
     }
 
 
-def same_topic_share(storage: Storage, dt: date | str) -> dict[str, float]:
-    """Evaluation on synthetic data only: share of pairs whose two items share a ground-truth topic, by type."""
-    day = as_date(dt)
-    pairs = storage.read("pairs", day, columns=["item1", "item2", "pair_type"])
-    topic = storage.read_upto("truth_items", day, columns=["item_id", "topic"]).set_index("item_id")["topic"]
+def same_topic_share(pairs: pd.DataFrame, truth_items: pd.DataFrame) -> dict[str, float]:
+    """Evaluation on synthetic data only: share of pairs whose items share a ground-truth topic, by type."""
+    topic = truth_items.set_index("item_id")["topic"]
     same = pairs["item1"].map(topic).to_numpy() == pairs["item2"].map(topic).to_numpy()
     return {t: float(same[(pairs["pair_type"] == t).to_numpy()].mean()) for t in ("positive", "negative")}
