@@ -4,14 +4,13 @@
 -- name: labeled
 -- Phase 1a: one row per (client, item) over the window; completion is total watch / duration.
 -- Watch time is summed as milliseconds in DECIMAL so the sum is exact (same bits on every engine).
-SELECT user_id, item_id, events, sessions, watch_time_s, watch_time_s / duration_s AS completion, liked,
+SELECT user_id, item_id, events, watch_time_s, watch_time_s / duration_s AS completion, liked,
        CASE WHEN watch_time_s / duration_s > :positive_completion OR liked THEN 'positive'
             WHEN watch_time_s < :negative_watch_s OR watch_time_s / duration_s < :negative_completion THEN 'negative'
             ELSE 'neutral' END AS label
 FROM (
     SELECT user_id, item_id,
            count(*) AS events,
-           count(DISTINCT session_id) AS sessions,
            CAST(sum(CAST(watch_time_s AS DECIMAL(18, 3))) AS DOUBLE) AS watch_time_s,
            max(duration_s) AS duration_s,
            bool_or(liked) AS liked
@@ -21,7 +20,7 @@ FROM (
 
 -- name: pair_interactions
 -- Phase 1b: drop neutral rows and clients whose positive share Pos / (Pos + Neg) is too high.
-SELECT l.user_id, l.item_id, l.label, l.events, l.sessions, l.watch_time_s, l.completion, l.liked
+SELECT l.user_id, l.item_id, l.label, l.events, l.watch_time_s, l.completion, l.liked
 FROM labeled l
 JOIN (
     SELECT user_id,
@@ -144,7 +143,7 @@ ORDER BY pair_type
 SELECT item1, item2, pair_type, num_clients
 FROM candidate_pairs
 WHERE num_clients >= :min_clients
-ORDER BY item1, item2, pair_type
+ORDER BY item1, item2, CASE WHEN pair_type = 'negative' THEN 0 ELSE 1 END
 
 -- name: pair_interactions_sorted
 SELECT * FROM pair_interactions ORDER BY user_id, item_id
