@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import resource
 import shutil
 import sys
@@ -99,13 +100,13 @@ def main() -> int:
             print(f"generated {counts['events']:,} events for {args.users:,} users in {time.perf_counter() - t:.0f}s")
         cfg = PairMiningSettings(window_days=args.window_days, duckdb_threads=args.threads)
 
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         with open_engine("duckdb", duckdb_threads=args.threads) as engine:
             duck = compute_pairs(storage, END, cfg, engine)
-        duck_s = time.perf_counter() - t
-        t = time.perf_counter()
+        duck_s, duck_cpu = time.perf_counter() - t, time.process_time() - cpu
+        t, cpu = time.perf_counter(), time.process_time()
         base = pandas_pairs(storage, END, cfg)
-        pandas_s = time.perf_counter() - t
+        pandas_s, pandas_cpu = time.perf_counter() - t, time.process_time() - cpu
 
         same = duck.pairs.equals(base)
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
@@ -114,6 +115,8 @@ def main() -> int:
               f"negative {duck.stats['pairs_negative']:,}), clients capped: {duck.stats['clients_capped']:,}")
         print(f"duckdb: {duck_s:.1f}s  pandas: {pandas_s:.1f}s  ratio pandas/duckdb: {pandas_s / duck_s:.1f}x "
               f"(target >= 5x)  outputs identical: {same}  peak RSS: {peak_gb:.1f} GB")
+        print(f"CPU seconds (all threads): duckdb {duck_cpu:.1f}  pandas {pandas_cpu:.1f}  "
+              f"ratio {pandas_cpu / duck_cpu:.1f}x  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
         return 0 if same else 1
     finally:
         if not args.data:

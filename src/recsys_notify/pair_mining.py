@@ -187,11 +187,13 @@ def pair_counts(pairs: pa.Table, n_buckets: int) -> dict[str, int]:
     return out
 
 
-def _num_clients_figure(pairs: pa.Table) -> Any:
+def _log_num_clients_hist(pairs: pa.Table) -> None:
+    """Log a log-log histogram of num_clients per pair type as ``num_clients_hist.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import mlflow
 
     fig, ax = plt.subplots(figsize=(7, 4))
     num = pairs.column("num_clients").to_numpy()
@@ -202,9 +204,11 @@ def _num_clients_figure(pairs: pa.Table) -> Any:
         if (types == t).any():
             ax.hist(num[types == t], bins=bins, alpha=0.6, label=f"{t} ({int((types == t).sum()):,})")
     ax.set(xscale="log", yscale="log", xlabel="num_clients", ylabel="pairs", title="Pairs by number of clients")
-    ax.legend()
+    if len(num):
+        ax.legend()
     fig.tight_layout()
-    return fig
+    mlflow.log_figure(fig, "num_clients_hist.png")
+    plt.close(fig)
 
 
 def mine_pairs(storage: Storage, dt: date | str, settings: Settings) -> dict[str, Any]:
@@ -237,11 +241,7 @@ def mine_pairs(storage: Storage, dt: date | str, settings: Settings) -> dict[str
         mlflow.log_dict(result.stats, "stats.json")
         if result.quarantine.num_rows:
             mlflow.log_table(result.quarantine.to_pandas(), "unknown_items.json")
-        fig = _num_clients_figure(result.pairs)
-        mlflow.log_figure(fig, "num_clients_hist.png")
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+        _log_num_clients_hist(result.pairs)
     return {
         "dt": day.isoformat(), "engine": cfg.engine, "window": meta["window"],
         **{k: result.stats[k] for k in ("interactions", "items", "unknown_items", "clients_capped",
