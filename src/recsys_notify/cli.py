@@ -102,6 +102,43 @@ def _partitions(args: argparse.Namespace, settings: Any, storage: Storage) -> An
     return [d.isoformat() for d in storage.dates(args.dataset)]
 
 
+def _experiments_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["sweep", "compare", "list"],
+                   help="sweep: train + gate experiments; compare: tracker table from MLflow; list: known configs")
+    add_dates(p)
+    p.add_argument("--experiments", nargs="+", help="experiment names (default: every config)")
+    p.add_argument("--epochs", type=int, help="override the configs' epochs (quick sweeps)")
+
+
+@command("experiments", "two-tower experiment sweep / MLflow comparison table", _experiments_args)
+def _experiments(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+    from recsys_notify.two_tower.config import available_experiments
+    from recsys_notify.two_tower.retrain import compare_table, format_table, retrain
+
+    if args.action == "list":
+        return available_experiments(settings.two_tower.configs_dir)
+    if args.action == "compare":
+        print(format_table(compare_table(settings, args.date)))
+        return None
+    overrides = {"epochs": args.epochs} if args.epochs else None
+    return for_each_day(args, lambda d: retrain(storage, d, settings, args.experiments, overrides))
+
+
+def _train_two_tower_args(p: argparse.ArgumentParser) -> None:
+    add_dates(p)
+    p.add_argument("--experiment", required=True, help="experiment config name under two_tower.configs_dir")
+    p.add_argument("--epochs", type=int, help="override the config's epochs")
+
+
+@command("train-two-tower", "train one two-tower experiment validated on --date, register and gate it",
+         _train_two_tower_args)
+def _train_two_tower(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+    from recsys_notify.two_tower.retrain import retrain
+
+    overrides = {"epochs": args.epochs} if args.epochs else None
+    return for_each_day(args, lambda d: retrain(storage, d, settings, [args.experiment], overrides))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys-notify", description=__doc__)
     parser.add_argument("--config", help="YAML config file (default: $RECSYS_CONFIG)")

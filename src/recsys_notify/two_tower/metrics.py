@@ -2,11 +2,14 @@
 
 Impression metrics (one impression = one user's validation-day items with 0/1 labels):
 
-* AUC: ``sklearn.metrics.roc_auc_score`` (tied scores get half credit, as sklearn does);
+* AUC: as ``sklearn.metrics.roc_auc_score`` (tied scores get half credit);
 * MRR: sum over positives of 1/rank divided by the number of positives;
 * NDCG@k: DCG with gain ``2**y - 1`` and discount ``log2(rank + 1)``, divided by the ideal DCG;
-* MAP: ``sklearn.metrics.average_precision_score`` per impression;
+* MAP: as ``sklearn.metrics.average_precision_score`` per impression (tied scores form one threshold);
 * CUST-MAP@10: sum over the top 10 of precision@k at each hit, divided by ``min(10, #relevant)``.
+
+AUC and AP are computed in closed form (rank statistic / step-wise precision-recall sum) because the
+sklearn calls cost ~10 ms each in argument validation; tests check both against sklearn, ties included.
 
 All are plain means over impressions. Impressions without a positive are skipped and counted
 (``skipped_no_positive``); impressions without a negative have no AUC and are counted
@@ -25,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, roc_auc_score
+from scipy.stats import rankdata
 
 IMPRESSION_METRICS = ("auc", "mrr", "ndcg_5", "ndcg_10", "map", "cust_map_10")
 
@@ -59,15 +62,34 @@ def ap_at_k(y_true: np.ndarray, y_score: np.ndarray, k: int = 10) -> float:
     return float(np.sum(precision * y) / min(k, int(np.sum(y_true))))
 
 
+def auc_score(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """ROC AUC = Mann-Whitney U / (n_pos * n_neg) with average ranks for ties (equals roc_auc_score)."""
+    y = np.asarray(y_true) == 1
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    ranks = rankdata(y_score)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """sum_n (R_n - R_{n-1}) P_n over distinct score thresholds (equals average_precision_score)."""
+    order = np.argsort(-np.asarray(y_score, dtype=float), kind="stable")
+    s, y = np.asarray(y_score, dtype=float)[order], np.asarray(y_true, dtype=float)[order]
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]
+    tps = np.cumsum(y)[last]
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
 def impression_metrics(y_true: np.ndarray, y_score: np.ndarray) -> dict[str, float]:
     """All per-impression metrics of one impression with at least one positive (AUC is NaN without a negative)."""
     y_true = np.asarray(y_true, dtype=int)
     y_score = np.asarray(y_score, dtype=float)
     both = 0 < y_true.sum() < len(y_true)
-    return {"auc": float(roc_auc_score(y_true, y_score)) if both else float("nan"),
+    return {"auc": auc_score(y_true, y_score) if both else float("nan"),
             "mrr": mrr_score(y_true, y_score), "ndcg_5": ndcg_score(y_true, y_score, 5),
             "ndcg_10": ndcg_score(y_true, y_score, 10),
-            "map": float(average_precision_score(y_true, y_score)), "cust_map_10": ap_at_k(y_true, y_score, 10)}
+            "map": average_precision(y_true, y_score), "cust_map_10": ap_at_k(y_true, y_score, 10)}
 
 
 def evaluate_impressions(frame: pd.DataFrame, score_col: str = "score") -> dict[str, float]:

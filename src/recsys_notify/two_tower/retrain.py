@@ -61,7 +61,13 @@ def retrain(storage: Storage, dt: date | str, settings: Settings, experiments: l
             overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train the given experiments (default: all configs), then gate each new version in order."""
     dt = as_date(dt)
-    names = experiments or available_experiments(settings.two_tower.configs_dir)
+    known = available_experiments(settings.two_tower.configs_dir)
+    names = list(experiments or known)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown two-tower experiment(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    for name in names:  # validate every config (and override) before training anything
+        load_experiment(name, settings.two_tower.configs_dir, overrides)
     trained = [train_experiment(storage, dt, settings, n, overrides) for n in names]
     gates = [gate(storage, dt, settings, t["version"]) for t in trained]
     for t, g in zip(trained, gates):

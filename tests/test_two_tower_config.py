@@ -1,0 +1,54 @@
+"""Experiment configs and the label-rule parser (no arbitrary code)."""
+
+import numpy as np
+import pytest
+
+from recsys_notify.two_tower.config import (
+    ExperimentConfig, LabelRuleError, available_experiments, load_experiment, parse_label_rule,
+)
+
+COLS = {"completion": np.array([0.95, 0.5, 0.85, 0.1]), "liked": np.array([False, True, False, False]),
+        "shared": np.array([False, False, False, True]), "watch_time_s": np.array([10.0, 3.0, 40.0, 1.0])}
+
+
+@pytest.mark.parametrize("rule, expected", [
+    ("completion > 0.9", [1, 0, 0, 0]),
+    ("completion > 0.99 or liked or shared", [0, 1, 0, 1]),
+    ("liked or shared or completion > 0.8", [1, 1, 1, 1]),
+    ("not liked and 0.8 <= completion < 0.96", [1, 0, 1, 0]),
+    ("watch_time_s >= 10 and not shared", [1, 0, 1, 0]),
+])
+def test_label_rules(rule, expected):
+    assert parse_label_rule(rule)(COLS).astype(int).tolist() == expected
+
+
+@pytest.mark.parametrize("rule, fragment", [
+    ("__import__('os').system('true')", "function calls"),
+    ("completion.real > 0", "attribute access"),
+    ("liked[0]", "subscripts"),
+    ("completion * 2 > 1", "arithmetic"),
+    ("user_id > 3", "unknown name 'user_id'"),
+    ("'a' < 'b'", "not allowed"),
+    ("completion >", "not a valid expression"),
+    ("lambda: 1", "lambdas"),
+])
+def test_unsafe_or_invalid_rules_are_rejected(rule, fragment):
+    with pytest.raises(LabelRuleError, match=fragment):
+        parse_label_rule(rule)
+
+
+def test_config_validates_rule_and_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="function calls"):
+        ExperimentConfig(name="x", label_rule="open('f')")
+    with pytest.raises(ValueError):
+        ExperimentConfig(name="x", window=7)
+
+
+def test_shipped_configs_all_load():
+    names = available_experiments("configs/two_tower")
+    assert len(names) == 11
+    assert {"base_dedup", "simclr_history_normalized_dot", "simclr_history_distribution_creator_batchnorm"} <= set(names)
+    sources = {load_experiment(n, "configs/two_tower").embedding_source for n in names}
+    assert sources == {"content", "gem"}
+    with pytest.raises(ValueError, match="unknown two-tower experiment"):
+        load_experiment("nope", "configs/two_tower")
