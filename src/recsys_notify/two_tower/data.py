@@ -327,6 +327,8 @@ def _normalise(x: np.ndarray, moments: np.ndarray) -> np.ndarray:
 
 
 def _vocab_index(vocab: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    if len(vocab) == 0:
+        return np.zeros(len(ids), np.int64)
     pos = np.searchsorted(vocab, ids)
     hit = (pos < len(vocab)) & (vocab[np.clip(pos, 0, len(vocab) - 1)] == ids)
     return np.where(hit, pos + 1, 0).astype(np.int64)
