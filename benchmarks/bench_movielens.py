@@ -22,18 +22,17 @@ import numpy as np
 import pandas as pd
 
 from recsys_notify.two_tower.baselines import BASELINES
-from recsys_notify.two_tower.config import load_experiment
+from recsys_notify.two_tower.config import available_experiments, load_experiment
 from recsys_notify.two_tower.data import prepare
 from recsys_notify.two_tower.metrics import evaluate_scorer
 from recsys_notify.two_tower.movielens import read_movielens, to_interactions
 from recsys_notify.two_tower.train import fit
 
 # Shipped configs re-pointed at the only embedding MovieLens has (genres + title), plus tuning that
-# suits ~80k explicit ratings: bigger towers, more epochs.
-ML_OVERRIDES = {"embedding_source": "content", "embedding_dim": 128, "hidden": [256, 128], "out_dim": 64,
-                "batch_size": 256, "lr": 1e-3, "epochs": 30, "patience": 4, "threads": 2}
-CONFIGS = ["dedup_user_history", "dedup_history_id_features", "simclr_history_distribution_creator",
-           "simclr_history_normalized_dot"]
+# suits ~80k explicit ratings on a small shared CPU (larger batches, one thread).
+ML_OVERRIDES = {"embedding_source": "content", "embedding_dim": 128, "hidden": [128], "out_dim": 32,
+                "batch_size": 1024, "lr": 2e-3, "epochs": 15, "patience": 3, "threads": 1}
+CONFIGS = available_experiments("configs/two_tower")
 COLUMNS = ["auc", "ndcg_5", "ndcg_10", "mrr", "map", "cust_map_10", "recall_10", "full_ndcg_10", "recall_50",
            "coverage_10", "intra_list_diversity", "fixed_top10_share", "impressions", "skipped_no_positive"]
 

@@ -5,8 +5,11 @@ events exist, never with gaps). Events are aggregated per (user, item) first, so
 interaction (max completion, any like/share, summed watch time).
 
 Features use the training window as history. For a training example the example's own interaction
-is left out of every history and count feature (leave-one-out), otherwise a positive's own embedding
-would sit in the user's positive mean and the model would learn to look itself up.
+is left out of the user's history features (means, last 5, cluster distribution), otherwise a
+positive's own embedding would sit in the user's positive mean and the model would learn to look
+itself up. Count/CTR features are *not* leave-one-out: ``(pos - y) / (n - 1)`` takes two values
+per item that differ only by the label, which a model with id embeddings decodes perfectly; the
+window CTR is the same for every example of an item, so it carries at most a 1/n share of one label.
 """
 
 from __future__ import annotations
@@ -159,8 +162,8 @@ class FeatureSpace:
         ctx = space.context(inter.train)
         users = train["user_id"].unique()
         items = np.unique(train["item_id"].to_numpy())
-        space.norms["user"] = _moments(space._user_stat_raw(ctx, users, None, None))
-        space.norms["item"] = _moments(space._item_stat_raw(ctx, items, None, None))
+        space.norms["user"] = _moments(space._user_stat_raw(ctx, users))
+        space.norms["item"] = _moments(space._item_stat_raw(ctx, items))
         return space
 
     # -- context --
@@ -214,7 +217,7 @@ class FeatureSpace:
         return self.item_matrix.shape[1] + 3 * len(self.cfg.item_features)
 
     def user_x(self, ctx: Context, user_ids: np.ndarray, own: pd.DataFrame | None = None) -> np.ndarray:
-        """User features; ``own`` (item_id, label, completion, watch_time_s per row) is left out of the history."""
+        """User features; ``own`` (the examples' item_id per row) is left out of the history features."""
         feats = self.cfg.user_features
         uidx = ctx.users.get_indexer(user_ids)
         known = uidx >= 0
@@ -249,38 +252,34 @@ class FeatureSpace:
             counts[np.arange(n), self.item_cluster[opos]] -= ih
             out.append(counts / np.maximum(counts.sum(1, keepdims=True), 1.0))
         if "user_stats" in feats:
-            out.append(_normalise(self._user_stat_raw(ctx, user_ids, own, known), self.norms["user"]))
+            out.append(_normalise(self._user_stat_raw(ctx, user_ids), self.norms["user"]))
         return np.concatenate(out, axis=1).astype(np.float32) if out else np.zeros((n, 0), np.float32)
 
-    def _user_stat_raw(self, ctx: Context, user_ids: np.ndarray, own: pd.DataFrame | None,
-                       known: np.ndarray | None) -> np.ndarray:
+    def _user_stat_raw(self, ctx: Context, user_ids: np.ndarray) -> np.ndarray:
         uidx = ctx.users.get_indexer(user_ids)
         raw = np.where((uidx >= 0)[:, None], ctx.user_stats[np.clip(uidx, 0, None)], 0.0)
-        if own is not None:
-            raw = raw - _own_contrib(own, with_watch=True) * (uidx >= 0)[:, None]
         n, pos, comp, lw = raw.T
         return np.stack([np.log1p(n), (pos + 1) / (n + 2), comp / np.maximum(n, 1), lw / np.maximum(n, 1)], 1)
 
     # -- item tower input --
-    def item_x(self, ctx: Context, item_ids: np.ndarray, own: pd.DataFrame | None = None) -> np.ndarray:
+    def item_x(self, ctx: Context, item_ids: np.ndarray) -> np.ndarray:
         pos = self.item_index.get_indexer(item_ids)
         if (pos < 0).any():
             raise ValueError(f"{int((pos < 0).sum())} item id(s) are not in the catalogue, e.g. {item_ids[pos < 0][0]}")
         parts = [self.item_matrix[pos]]
         if self.cfg.item_features:
-            parts.append(_normalise(self._item_stat_raw(ctx, item_ids, own, None), self.norms["item"]))
+            parts.append(_normalise(self._item_stat_raw(ctx, item_ids), self.norms["item"]))
         return np.concatenate(parts, axis=1).astype(np.float32)
 
-    def _item_stat_raw(self, ctx: Context, item_ids: np.ndarray, own: pd.DataFrame | None, _: Any) -> np.ndarray:
+    def _item_stat_raw(self, ctx: Context, item_ids: np.ndarray) -> np.ndarray:
         pos = self.item_index.get_indexer(item_ids)
         out = []
-        contrib = _own_contrib(own, with_watch=False) if own is not None else 0.0
         if "item_stats" in self.cfg.item_features:
-            out.append(_rates(ctx.item_stats[np.clip(pos, 0, None)] - contrib))
+            out.append(_rates(ctx.item_stats[np.clip(pos, 0, None)]))
         if "creator_stats" in self.cfg.item_features:
             creators = self.creator_ids[np.clip(pos, 0, None)]
             cs = ctx.creator_stats.reindex(creators, fill_value=0).to_numpy(np.float32)
-            out.append(_rates(cs - contrib))
+            out.append(_rates(cs))
         return np.concatenate(out, axis=1) if out else np.zeros((len(item_ids), 0), np.float32)
 
     def id_index(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -304,22 +303,16 @@ def _nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
                            for i in range(0, len(x), 4096)])
 
 
-def _own_contrib(own: pd.DataFrame, with_watch: bool) -> np.ndarray:
-    """The example's own (n, pos, completion[, log watch]) to subtract; zeros for sampled negatives."""
-    observed = own["observed"].to_numpy(np.float32)
-    cols = [observed, own["label"].to_numpy(np.float32) * observed, own["completion"].to_numpy(np.float32) * observed]
-    if with_watch:
-        cols.append(np.log1p(own["watch_time_s"].to_numpy(np.float32)) * observed)
-    return np.stack(cols, 1)
-
-
 def _rates(s: np.ndarray) -> np.ndarray:
     n, pos, comp = np.maximum(s[:, 0], 0), np.maximum(s[:, 1], 0), np.maximum(s[:, 2], 0)
     return np.stack([np.log1p(n), (pos + 1) / (n + 2), comp / np.maximum(n, 1)], 1)
 
 
 def _moments(x: np.ndarray) -> np.ndarray:
-    return np.stack([x.mean(0), x.std(0) + 1e-6]).astype(np.float32) if len(x) else np.zeros((2, x.shape[1]), np.float32)
+    """Mean and std (floored, so a near-constant feature is not blown up at serving time)."""
+    if not len(x):
+        return np.stack([np.zeros(x.shape[1]), np.ones(x.shape[1])]).astype(np.float32)
+    return np.stack([x.mean(0), np.maximum(x.std(0), 1e-2)]).astype(np.float32)
 
 
 def _normalise(x: np.ndarray, moments: np.ndarray) -> np.ndarray:
@@ -430,6 +423,6 @@ def prepare(inter: Interactions, cfg: ExperimentConfig, weights: InteractionWeig
               "train_users": int(len(kept_users)), "train_items": int(kept["item_id"].nunique()),
               "examples": len(ex), "positives": int(ex["label"].sum()),
               "valid_users": int(valid["user_id"].nunique()), "valid_rows": len(valid)}
-    return Prepared(space, ctx, space.user_x(ctx, users, ex), space.item_x(ctx, items, ex), item_idx, creator_idx,
+    return Prepared(space, ctx, space.user_x(ctx, users, ex), space.item_x(ctx, items), item_idx, creator_idx,
                     items, ex["label"].to_numpy(np.float32), sample_weights(ex, cfg, weights), valid,
                     seen, np.unique(kept["item_id"].to_numpy()), counts)

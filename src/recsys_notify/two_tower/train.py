@@ -73,7 +73,7 @@ def fit(prep: Prepared, cfg: ExperimentConfig | None = None, on_epoch: EpochCall
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     model = build_model(prep)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     tensors = [torch.from_numpy(a) for a in (prep.train_user_x, prep.train_item_x, prep.train_item_id,
                                               prep.train_creator_id, prep.y, prep.w)]
     log_q = _log_q(prep) if cfg.loss == "sampled_softmax" else None
