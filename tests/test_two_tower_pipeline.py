@@ -108,3 +108,13 @@ def test_dag_runs_and_validates_params(world, airflow_db):
     assert load_champion(get_settings()) is not None
     with pytest.raises(Exception, match="experiments|enum|not one of"):
         dag.test(logical_date=pd.Timestamp(DT, tz="UTC").to_pydatetime(), run_conf={"experiments": ["nope"]})
+
+
+def test_unknown_experiment_or_bad_override_fails_before_training(storage):
+    from recsys_notify.two_tower.retrain import retrain
+
+    with pytest.raises(ValueError, match="unknown two-tower experiment.*nope"):
+        retrain(storage, DT, get_settings(), ["base_dedup", "nope"])
+    with pytest.raises(ValueError, match="invalid experiment config.*label_rule"):
+        retrain(storage, DT, get_settings(), ["base_dedup"], {"label_rule": "__import__('os')"})
+    assert storage.dates("events") == []

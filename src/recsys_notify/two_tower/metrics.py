@@ -156,7 +156,7 @@ def retrieval_metrics(scores: np.ndarray, user_ids: np.ndarray, item_ids: np.nda
             hits = np.array([c in rs for c in top[i, :k]], dtype=float)
             recalls.append(hits.sum() / len(rs))
             ideal = np.sum(1.0 / np.log2(np.arange(min(k, len(rs))) + 2))
-            ndcgs.append(np.sum(hits / np.log2(np.arange(k) + 2)) / ideal)
+            ndcgs.append(np.sum(hits / np.log2(np.arange(len(hits)) + 2)) / ideal)
         out[f"recall_{k}"] = float(np.mean(recalls)) if recalls else float("nan")
         out[f"full_ndcg_{k}"] = float(np.mean(ndcgs)) if ndcgs else float("nan")
     top10 = top[:, :10]
