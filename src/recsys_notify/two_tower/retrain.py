@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping
 from datetime import date
@@ -17,7 +16,6 @@ from recsys_notify.two_tower.data import load_window, prepare
 from recsys_notify.two_tower.registry import gate
 from recsys_notify.two_tower.train import TrainResult, fit
 
-log = logging.getLogger(__name__)
 COMPARE_COLUMNS = {"auc": "AUC", "ndcg_5": "NDCG@5", "ndcg_10": "NDCG@10", "mrr": "MRR", "map": "MAP",
                    "cust_map_10": "CUST-MAP@10", "coverage_10": "coverage"}
 
