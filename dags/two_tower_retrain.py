@@ -11,7 +11,7 @@ from recsys_notify.dag_support import DEFAULT_ARGS, START_DATE, data_interval_sc
 
 # Names of the shipped configs (file listing only: no heavy imports at parse time).
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs" / "two_tower").glob("*.yaml"))
-DEFAULT_EXPERIMENTS = ["dedup_user_history", "simclr_history_normalized_dot"]
+DEFAULT_EXPERIMENTS = ["dedup_user_history", "simclr_concat_history_creator"]
 
 
 @dag(

@@ -48,6 +48,9 @@ def test_sweep_all_eleven_then_compare(world, capsys):
     table = compare_table(settings, DT)
     assert sorted(table["experiment"]) == names
     assert table[["AUC", "NDCG@5", "NDCG@10", "MRR", "MAP", "CUST-MAP@10", "coverage"]].notna().all().all()
+    by_name = table.set_index("experiment")
+    for e in out["experiments"]:  # the table shows the best epoch's metrics, not the last epoch's
+        assert by_name.loc[e["experiment"], "NDCG@10"] == pytest.approx(e["metrics"]["ndcg_10"])
     assert main(["experiments", "compare"]) == 0
     printed = capsys.readouterr().out
     assert "CUST-MAP@10" in printed and all(n in printed for n in names)

@@ -42,8 +42,9 @@ def train_experiment(storage: Storage, dt: date | str, settings: Settings, name:
         for dataset, days in inter.lineage.items():
             if dataset != "events":
                 log_partition_inputs(storage, dataset, days, context="features")
-        result = fit(prep, on_epoch=lambda epoch, m: mlflow.log_metrics(_finite(m), step=epoch),
-                     primary=tt.primary_metric)
+        # per-epoch curves get an ``epoch_`` prefix so the final (best-epoch) metrics are the runs' values
+        result = fit(prep, primary=tt.primary_metric, on_epoch=lambda epoch, m: mlflow.log_metrics(
+            {f"epoch_{k}": v for k, v in _finite(m).items()}, step=epoch))
         mlflow.log_metrics(_finite(result.metrics))
         mlflow.log_figure(_curve(result, name), "training_curve.png")
         info = mlflow.pytorch.log_model(result.model, name="model", registered_model_name=tt.registered_model,
