@@ -102,6 +102,29 @@ def _partitions(args: argparse.Namespace, settings: Any, storage: Storage) -> An
     return [d.isoformat() for d in storage.dates(args.dataset)]
 
 
+def _train_gem_args(p: argparse.ArgumentParser) -> None:
+    add_dates(p)
+    p.add_argument("--objective", choices=["pairs", "als"], help="default: gem.objective from config")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--out-dim", type=int)
+    p.add_argument("--bucket-balance", type=float)
+    p.add_argument("--negative-weight", type=float)
+    p.add_argument("--holdout-fraction", type=float)
+    p.add_argument("--seed", type=int)
+
+
+@command("train-gem", "train the generic embedding model and write gem_embeddings (after mine-pairs)", _train_gem_args)
+def _train_gem(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+    from recsys_notify.gem.training import train_gem
+
+    names = ["objective", "epochs", "batch_size", "learning_rate", "out_dim", "bucket_balance", "negative_weight",
+             "holdout_fraction", "seed"]
+    overrides = {n: getattr(args, n) for n in names}
+    return for_each_day(args, lambda day: train_gem(storage, day, settings, **overrides))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys-notify", description=__doc__)
     parser.add_argument("--config", help="YAML config file (default: $RECSYS_CONFIG)")

@@ -103,10 +103,37 @@ class TwoTowerSettings(_Strict):
 
 
 class GemSettings(_Strict):
+    """Generic embedding model: content embedding -> collaborative space (see docs/gem.md)."""
+
     objective: Literal["pairs", "als"] = "pairs"
     out_dim: int = Field(128, gt=0)
     epochs: int = Field(20, ge=1)
     seed: int = 0
+    experiment: str = "gem"
+    schedule: str = "@daily"
+    hidden_dim: int = Field(256, gt=0)
+    batch_size: int = Field(512, ge=8)
+    learning_rate: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    temperature: float = Field(0.05, gt=0, le=1)
+    negative_weight: float = Field(0.5, ge=0)
+    bucket_balance: float = Field(0.25, ge=0, le=1)
+    holdout_fraction: float = Field(0.1, gt=0, lt=1)
+    eval_k: int = Field(20, ge=1)
+    max_eval_items: int = Field(2000, ge=1)
+    window_days: int = Field(14, ge=1, le=90)
+    als_factors: int = Field(64, ge=2)
+    als_iterations: int = Field(15, ge=1)
+    als_regularization: float = Field(0.05, ge=0)
+    als_min_users: int = Field(2, ge=1)
+    num_threads: int = Field(0, ge=0)  # torch/ALS threads; 0 keeps the process default
+
+    @field_validator("schedule")
+    @classmethod
+    def _time_based(cls, v: str) -> str:
+        if v.strip().lower() in {"none", "", "@once", "@continuous"}:
+            raise ValueError("gem.schedule must be time-based (a preset or cron) so backfills work")
+        return v
 
 
 class Settings(_Strict):
