@@ -7,6 +7,7 @@ to MLflow (experiment ``settings.gem.experiment``). Logic lives in ``recsys_noti
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -55,7 +56,8 @@ def gem_training() -> None:
         storage = storage_from_settings()
         ready = storage.exists("pairs", dt)
         if not ready:
-            print(f"pairs for {dt} not there yet: run pair_mining for {dt} first (the DAG or `recsys-notify mine-pairs`)")
+            logging.getLogger(__name__).warning(
+                "pairs for %s not there yet: run pair_mining for %s first (the DAG or `recsys-notify mine-pairs`)", dt, dt)
         return PokeReturnValue(is_done=ready)
 
     @task(execution_timeout=timedelta(hours=6))

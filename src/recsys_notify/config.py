@@ -122,9 +122,9 @@ class GemSettings(_Strict):
     eval_k: int = Field(20, ge=1)
     max_eval_items: int = Field(2000, ge=1)
     window_days: int = Field(14, ge=1, le=90)
-    als_factors: int = Field(64, ge=2)
+    als_factors: int = Field(128, ge=2)
     als_iterations: int = Field(15, ge=1)
-    als_regularization: float = Field(0.05, ge=0)
+    als_regularization: float = Field(1.0, ge=0)
     als_min_users: int = Field(2, ge=1)
     num_threads: int = Field(0, ge=0)  # torch/ALS threads; 0 keeps the process default
 
