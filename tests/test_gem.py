@@ -224,7 +224,7 @@ def test_invalid_run_params_are_rejected(gem_world):
 
     with pytest.raises(ConfigError, match="epochs"):
         train_gem(gem_world, DT, epochs=0)
-    with pytest.raises(ConfigError, match="out_dim .* cannot exceed"):
+    with pytest.raises(ConfigError, match="out_dim .* cannot exceed gem.als_factors"):
         train_gem(gem_world, DT, objective="als", out_dim=64)
     assert not gem_world.exists("gem_embeddings", DT)
 

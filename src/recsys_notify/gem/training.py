@@ -78,9 +78,16 @@ def _plot(losses: list[float], metrics: dict[str, float], k: int, objective: str
     return fig
 
 
+def _close_figure(figure) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
 def train_gem(storage: Storage, dt: date | str, settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
     """Train GEM for ``dt``, write ``gem_embeddings`` for every item known on ``dt``, return a summary."""
     import mlflow
+    import mlflow.pytorch
     import torch
     from sklearn.decomposition import PCA
 
@@ -90,6 +97,9 @@ def train_gem(storage: Storage, dt: date | str, settings: Settings | None = None
     settings = settings or get_settings()
     cfg = gem_config(settings, overrides)
     day = as_date(dt)
+    if cfg.objective == "als" and cfg.out_dim > cfg.als_factors:
+        raise ConfigError(f"gem.out_dim ({cfg.out_dim}) cannot exceed gem.als_factors ({cfg.als_factors}) "
+                          "for the als objective: the stored vectors are PCA components of the ALS-sized output")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
 
@@ -103,11 +113,7 @@ def train_gem(storage: Storage, dt: date | str, settings: Settings | None = None
     if cfg.objective == "als":
         interactions = load_interactions(storage, settings, day)
         als_pos, als_targets = fit_als(interactions, items, holdout, cfg, torch.get_num_threads())
-        model_dim = cfg.als_factors
-    else:
-        model_dim = cfg.out_dim
-    if cfg.out_dim > model_dim:
-        raise ConfigError(f"gem.out_dim ({cfg.out_dim}) cannot exceed the ALS factors ({model_dim}) it is reduced from")
+    model_dim = cfg.als_factors if cfg.objective == "als" else cfg.out_dim
     queries = _eval_queries(holdout, cfg)
     partners = partner_lists(pairs, queries)
     topic, style = _truth_labels(storage, day, items)
@@ -147,17 +153,17 @@ def train_gem(storage: Storage, dt: date | str, settings: Settings | None = None
         metrics = compare({"gem": vectors, "content": items.content,
                            "gem_trimmed": vectors[:, :trim], "content_trimmed": items.content[:, :trim]},
                           queries, partners, cfg.eval_k, topic, style)
-        metrics["pca_top16_variance_share"] = float(pca.explained_variance_ratio_[:16].sum())
+        metrics[f"pca_top{trim}_variance_share"] = float(pca.explained_variance_ratio_[:trim].sum())
         metrics["final_train_loss"] = losses[-1]
         mlflow.log_metrics(metrics)
 
         written = storage.write("gem_embeddings", day, _embedding_table(items.ids, vectors),
                                 metadata={"mlflow_run_id": run.info.run_id, "objective": cfg.objective,
                                           "out_dim": cfg.out_dim})
-        mlflow.log_figure(_plot(losses, metrics, cfg.eval_k, cfg.objective), "gem_training.png")
+        figure = _plot(losses, metrics, cfg.eval_k, cfg.objective)
+        mlflow.log_figure(figure, "gem_training.png")
+        _close_figure(figure)
         mlflow.log_dict({"losses": losses, **metrics, **counts}, "gem_summary.json")
-        import mlflow.pytorch
-
         mlflow.pytorch.log_model(encoder, name="model", input_example=items.content[:2],
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
 
