@@ -146,7 +146,8 @@ def test_pairs_objective_beats_content_on_cold_start_and_covers_all_items(gem_wo
     from recsys_notify.embeddings import item_vectors
     from recsys_notify.gem.training import train_gem
 
-    result = train_gem(gem_world, DT)
+    # default epochs/batch: the quick settings beat content too, but by a thinner margin (docs/gem.md)
+    result = train_gem(gem_world, DT, epochs=20, batch_size=512)
     k = _settings().gem.eval_k
     assert result["losses"][-1] < result["losses"][0]
     assert result[f"gem_recall_at_{k}"] > result[f"content_recall_at_{k}"]
@@ -171,7 +172,7 @@ def test_pairs_objective_beats_content_on_cold_start_and_covers_all_items(gem_wo
     assert run.data.metrics[f"gem_recall_at_{k}"] == pytest.approx(result[f"gem_recall_at_{k}"], abs=1e-4)
     assert "gem_style_precision_at_20" in run.data.metrics
     history = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "train_loss")
-    assert len(history) == _settings().gem.epochs
+    assert len(history) == 20
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"gem_training.png", "gem_summary.json"} <= artifacts
     encoder = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
