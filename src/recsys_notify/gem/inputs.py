@@ -7,14 +7,14 @@ before any training starts (so nothing is written from bad input).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
-import duckdb
 import numpy as np
 import pandas as pd
 
 from recsys_notify.config import Settings
 from recsys_notify.contract import ContractError, embedding_matrix
+from recsys_notify.interaction_weights import EVENT_COLUMNS, weigh_interactions, window_start
 from recsys_notify.storage import Storage
 
 PAIR_COLUMNS = ["item1", "item2", "pair_type", "num_clients", "content_sim", "sim_bucket"]
@@ -97,40 +97,16 @@ def load_pairs(storage: Storage, dt: date, items: Items) -> Pairs:
 
 
 def load_interactions(storage: Storage, settings: Settings, dt: date) -> pd.DataFrame:
-    """User-item confidence over the GEM window: one weight per pair by its kinds of engagement.
+    """User-item confidence over the GEM window (``interaction_weights``: one weight per pair).
 
-    Watches that pair mining would call negative (short or low completion) are left out, so
+    Watches that pair mining would call negative (short or low completion) are dropped first, so
     ALS learns from what users chose to keep watching.
     """
-    w, pm = settings.interaction_weights, settings.pair_mining
-    start = dt - timedelta(days=settings.gem.window_days - 1)
-    events = storage.read_range("events", start, dt, allow_missing=True,
-                                columns=["user_id", "item_id", "watch_time_s", "completion", "liked", "shared"])
-    con = duckdb.connect()
-    try:
-        con.register("events", events)
-        return con.execute(
-            """
-            WITH ui AS (
-                SELECT user_id, item_id, max(completion) AS completion, max(watch_time_s) AS watch_s,
-                       bool_or(liked) AS liked, bool_or(shared) AS shared
-                FROM events GROUP BY user_id, item_id
-            ), kinds AS (
-                SELECT *, (completion >= $full_c)::INT + liked::INT + shared::INT AS n_kinds FROM ui
-                WHERE watch_s >= $neg_watch AND completion >= $neg_c
-            )
-            SELECT user_id, item_id,
-                   CASE WHEN n_kinds = 3 THEN $all_three WHEN n_kinds = 2 THEN $any_two
-                        WHEN shared THEN $share WHEN liked THEN $like
-                        WHEN completion >= $full_c THEN $full_watch ELSE $view END AS weight
-            FROM kinds ORDER BY user_id, item_id
-            """,
-            {"full_c": w.full_watch_completion, "neg_watch": pm.negative_watch_s, "neg_c": pm.negative_completion,
-             "all_three": w.all_three, "any_two": w.any_two, "share": w.share, "like": w.like,
-             "full_watch": w.full_watch, "view": w.view},
-        ).df()
-    finally:
-        con.close()
+    pm = settings.pair_mining
+    start = window_start(storage, dt, settings.gem.window_days)
+    events = storage.read_range("events", start, dt, columns=[*EVENT_COLUMNS, "watch_time_s"])
+    kept = events[(events["watch_time_s"] >= pm.negative_watch_s) & (events["completion"] >= pm.negative_completion)]
+    return weigh_interactions(kept, settings.interaction_weights)[["user_id", "item_id", "weight"]]
 
 
 def choose_holdout(pairs: Pairs, n_items: int, fraction: float, seed: int) -> np.ndarray:

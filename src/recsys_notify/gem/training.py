@@ -8,7 +8,7 @@ embeddings), writes ``gem_embeddings`` for that date and logs everything to MLfl
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from recsys_notify.config import ConfigError, GemSettings, Settings, get_settings
 from recsys_notify.gem.evaluation import compare, partner_lists
 from recsys_notify.gem.inputs import Items, choose_holdout, load_interactions, load_items, load_pairs
+from recsys_notify.interaction_weights import window_start
 from recsys_notify.storage import Storage, as_date
 from recsys_notify import tracking
 
@@ -134,7 +135,8 @@ def train_gem(storage: Storage, dt: date | str, settings: Settings | None = None
                               tags={"dt": day.isoformat(), "objective": cfg.objective}, settings=settings) as run:
         tracking.log_partition_inputs(storage, "pairs", day)
         if cfg.objective == "als":
-            window = [d for d in storage.dates("events") if day - timedelta(days=cfg.window_days) < d <= day]
+            first = window_start(storage, day, cfg.window_days)
+            window = [d for d in storage.dates("events") if first <= d <= day]
             tracking.log_partition_inputs(storage, "events", window)
 
         def log_epoch(epoch: int, loss: float) -> None:
