@@ -73,6 +73,10 @@ class GlobalMedoidSettings(_Strict):
     niter: int = Field(20, ge=1)
     seed: int = 0
     silhouette_sample: int = Field(5000, ge=10)
+    match_max_distance: float = Field(0.5, gt=0, le=2)  # cosine distance above which a cluster gets a new id
+    templates_path: str = "configs/templates.yaml"
+    template_keywords: int = Field(3, ge=1)
+    template_variants: int = Field(3, ge=1, le=3)
 
     @field_validator("schedule")
     @classmethod
@@ -99,6 +103,24 @@ class NotificationSettings(_Strict):
     short_term_enabled: bool = True
     no_medoid_policy: Literal["popular", "none"] = "popular"
     seed: int = 0
+    # candidate generation and fallbacks
+    items_per_cluster: int = Field(4, ge=1)
+    candidates_per_seed: int = Field(8, ge=1)
+    more_neighbours: int = Field(30, ge=1)
+    popular_k: int = Field(50, ge=1)
+    popularity_days: int = Field(7, ge=1)
+    cold_start_days: int = Field(2, ge=1)
+    cold_start_k: int = Field(5, ge=1)
+    short_term_items: int = Field(3, ge=1)
+    positive_completion: float = Field(0.9, ge=0)
+    unengaged_lookback_days: int = Field(90, ge=1)
+    # transparent ranking: affinity x log(2 + popularity) x (1 + boost * exp(-age_days / freshness_days))
+    freshness_days: float = Field(3.0, gt=0)
+    freshness_boost: float = Field(1.0, ge=0)
+    use_champion: bool = True
+    shard_users: int = Field(100_000, ge=1)
+    thumbnail_uri: str = "s3://recsys-media/thumbnails/{item_id}.jpg"
+    experiment: str = "notifications"
 
 
 class TwoTowerSettings(_Strict):
@@ -111,10 +133,37 @@ class TwoTowerSettings(_Strict):
 
 
 class GemSettings(_Strict):
+    """Generic embedding model: content embedding -> collaborative space (see docs/gem.md)."""
+
     objective: Literal["pairs", "als"] = "pairs"
     out_dim: int = Field(128, gt=0)
     epochs: int = Field(20, ge=1)
     seed: int = 0
+    experiment: str = "gem"
+    schedule: str = "@daily"
+    hidden_dim: int = Field(256, gt=0)
+    batch_size: int = Field(512, ge=8)
+    learning_rate: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    temperature: float = Field(0.05, gt=0, le=1)
+    negative_weight: float = Field(0.5, ge=0)
+    bucket_balance: float = Field(0.25, ge=0, le=1)
+    holdout_fraction: float = Field(0.1, gt=0, lt=1)
+    eval_k: int = Field(20, ge=1)
+    max_eval_items: int = Field(2000, ge=1)
+    window_days: int = Field(14, ge=1, le=90)
+    als_factors: int = Field(128, ge=2)
+    als_iterations: int = Field(15, ge=1)
+    als_regularization: float = Field(1.0, ge=0)
+    als_min_users: int = Field(2, ge=1)
+    num_threads: int = Field(0, ge=0)  # torch/ALS threads; 0 keeps the process default
+
+    @field_validator("schedule")
+    @classmethod
+    def _time_based(cls, v: str) -> str:
+        if v.strip().lower() in {"none", "", "@once", "@continuous"}:
+            raise ValueError("gem.schedule must be time-based (a preset or cron) so backfills work")
+        return v
 
 
 class Settings(_Strict):
