@@ -52,3 +52,24 @@ def test_shipped_configs_all_load():
     assert sources == {"content", "gem"}
     with pytest.raises(ValueError, match="unknown two-tower experiment"):
         load_experiment("nope", "configs/two_tower")
+
+
+def test_sample_weights_and_filters():
+    import pandas as pd
+
+    from recsys_notify.config import InteractionWeights
+    from recsys_notify.two_tower.data import filter_interactions, sample_weights
+
+    f = pd.DataFrame({"label": [1, 1, 1, 1, 1, 0, 1], "completion": [0.9, 0.1, 0.1, 0.9, 0.9, 0.9, 0.1],
+                      "liked": [0, 1, 0, 1, 1, 1, 0], "shared": [0, 0, 1, 0, 1, 1, 0],
+                      "watch_time_s": [4.0, 100, 0, 1, 1, 1, 1]}).astype({"liked": bool, "shared": bool})
+    w = sample_weights(f, ExperimentConfig(name="x", sample_weight="interaction_type"), InteractionWeights())
+    assert w.tolist() == pytest.approx([1.2, 1.5, 2.0, 2.5, 3.0, 1.0, 1.0])  # negatives weigh 1
+    w = sample_weights(f, ExperimentConfig(name="x", sample_weight="watch_time"), InteractionWeights())
+    assert w.tolist() == pytest.approx([2.0, 8.0, 1.0, 1.0, 1.0, 1.0, 1.0])  # sqrt(s) clipped to [1, 8]
+
+    # user 1: 4 interactions, mixed labels -> kept; user 2: only positives -> dropped; item 9 seen once -> dropped
+    rows = [(1, i, i % 2) for i in range(4)] + [(2, i, 1) for i in range(4)] + [(3, i, 0) for i in range(4)] + [(1, 9, 1)]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "label"])
+    kept = filter_interactions(frame, ExperimentConfig(name="x"))
+    assert sorted(kept["user_id"].unique()) == [1] and 9 not in kept["item_id"].values

@@ -25,6 +25,7 @@ from sklearn.cluster import KMeans
 
 from recsys_notify.config import InteractionWeights
 from recsys_notify.embeddings import item_vectors
+from recsys_notify.interaction_weights import weight_table
 from recsys_notify.storage import MissingPartitionError, Storage
 from recsys_notify.two_tower.config import RATIOS, ExperimentConfig, parse_label_rule
 
@@ -367,14 +368,8 @@ def sample_weights(frame: pd.DataFrame, cfg: ExperimentConfig, weights: Interact
         w = np.clip(np.sqrt(frame["watch_time_s"].to_numpy(float)), 1.0, 8.0)
     else:
         full = frame["completion"].to_numpy(float) > weights.full_watch_completion
-        liked, shared = frame["liked"].to_numpy(bool), frame["shared"].to_numpy(bool)
-        kinds = full.astype(int) + liked + shared
-        w = np.full(len(frame), weights.view)
-        w = np.where(full, weights.full_watch, w)
-        w = np.where(liked, weights.like, w)
-        w = np.where(shared, weights.share, w)
-        w = np.where(kinds == 2, weights.any_two, w)
-        w = np.where(kinds == 3, weights.all_three, w)
+        code = full * 4 + frame["liked"].to_numpy(bool) * 2 + frame["shared"].to_numpy(bool)
+        w = weight_table(weights)[code]
     return np.where(label, w, 1.0).astype(np.float32)
 
 
