@@ -77,18 +77,30 @@ class UserMedoidSettings(_Strict):
     seed: int = 0
 
 
+CRON_PRESETS = frozenset({"@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"})
+
+
 class GlobalMedoidSettings(_Strict):
     k: int = Field(500, ge=2)
     schedule: str = "@weekly"
     niter: int = Field(20, ge=1)
     seed: int = 0
     silhouette_sample: int = Field(5000, ge=10)
+    match_max_distance: float = Field(0.5, gt=0, le=2)  # cosine distance above which a cluster gets a new id
+    templates_path: str = "configs/templates.yaml"
+    template_keywords: int = Field(3, ge=1)
+    template_variants: int = Field(3, ge=1, le=3)
 
     @field_validator("schedule")
     @classmethod
     def _time_based(cls, v: str) -> str:
-        if v.strip().lower() in {"none", "", "@once", "@continuous"}:
+        from croniter import croniter  # Airflow's own cron parser (a dependency of apache-airflow-core)
+
+        v = v.strip()
+        if v.lower() in {"none", "", "@once", "@continuous"}:
             raise ValueError("global_medoids.schedule must be time-based (a preset or cron) so backfills work")
+        if v not in CRON_PRESETS and not croniter.is_valid(v):
+            raise ValueError(f"global_medoids.schedule {v!r} is not a cron expression or one of {sorted(CRON_PRESETS)}")
         return v
 
 
@@ -104,6 +116,24 @@ class NotificationSettings(_Strict):
     short_term_enabled: bool = True
     no_medoid_policy: Literal["popular", "none"] = "popular"
     seed: int = 0
+    # candidate generation and fallbacks
+    items_per_cluster: int = Field(4, ge=1)
+    candidates_per_seed: int = Field(8, ge=1)
+    more_neighbours: int = Field(30, ge=1)
+    popular_k: int = Field(50, ge=1)
+    popularity_days: int = Field(7, ge=1)
+    cold_start_days: int = Field(2, ge=1)
+    cold_start_k: int = Field(5, ge=1)
+    short_term_items: int = Field(3, ge=1)
+    positive_completion: float = Field(0.9, ge=0)
+    unengaged_lookback_days: int = Field(90, ge=1)
+    # transparent ranking: affinity x log(2 + popularity) x (1 + boost * exp(-age_days / freshness_days))
+    freshness_days: float = Field(3.0, gt=0)
+    freshness_boost: float = Field(1.0, ge=0)
+    use_champion: bool = True
+    shard_users: int = Field(100_000, ge=1)
+    thumbnail_uri: str = "s3://recsys-media/thumbnails/{item_id}.jpg"
+    experiment: str = "notifications"
 
 
 class TwoTowerSettings(_Strict):
@@ -116,14 +146,43 @@ class TwoTowerSettings(_Strict):
 
 
 class GemSettings(_Strict):
+    """Generic embedding model: content embedding -> collaborative space (see docs/gem.md)."""
+
     objective: Literal["pairs", "als"] = "pairs"
     out_dim: int = Field(128, gt=0)
     epochs: int = Field(20, ge=1)
     seed: int = 0
+    experiment: str = "gem"
+    schedule: str = "@daily"
+    hidden_dim: int = Field(256, gt=0)
+    batch_size: int = Field(512, ge=8)
+    learning_rate: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    temperature: float = Field(0.05, gt=0, le=1)
+    negative_weight: float = Field(0.5, ge=0)
+    bucket_balance: float = Field(0.25, ge=0, le=1)
+    holdout_fraction: float = Field(0.1, gt=0, lt=1)
+    eval_k: int = Field(20, ge=1)
+    max_eval_items: int = Field(2000, ge=1)
+    window_days: int = Field(14, ge=1, le=90)
+    als_factors: int = Field(128, ge=2)
+    als_iterations: int = Field(15, ge=1)
+    als_regularization: float = Field(1.0, ge=0)
+    als_min_users: int = Field(2, ge=1)
+    num_threads: int = Field(0, ge=0)  # torch/ALS threads; 0 keeps the process default
+
+    @field_validator("schedule")
+    @classmethod
+    def _time_based(cls, v: str) -> str:
+        if v.strip().lower() in {"none", "", "@once", "@continuous"}:
+            raise ValueError("gem.schedule must be time-based (a preset or cron) so backfills work")
+        return v
 
 
 class Settings(_Strict):
     data_root: str = "file://./data"
+    # fsspec options for the data root, e.g. {"client_kwargs": {"endpoint_url": "http://minio:9000"}} for S3
+    storage_options: dict[str, Any] = Field(default_factory=dict)
     mlflow_tracking_uri: str | None = None
     mlflow_artifact_root: str | None = None
     seed: int = 0
@@ -177,8 +236,18 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(raw) if raw != "" else raw
+        node[path[-1]] = _scalar(raw)
     return out
+
+
+def _scalar(raw: str) -> Any:
+    """YAML scalar (numbers, booleans, lists) where it parses, else the raw text (``@daily``, ``*/5 * * * *``)."""
+    if raw == "":
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -201,8 +270,12 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     path = path or environ.get("RECSYS_CONFIG")
     data: dict[str, Any] = {}
     if path:
-        text = Path(path).read_text()
-        loaded = yaml.safe_load(text) or {}
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must contain a mapping, got {type(loaded).__name__}")
         data = loaded

@@ -4,8 +4,9 @@ Every step reads and writes through :class:`Storage` so local disks and S3 behav
 
 * a partition is visible only once committed, and a rewrite replaces it whole;
 * each committed partition has a ``_manifest.json`` naming its files and row count;
-* locally the partition is written to a hidden temp directory and renamed into place;
-  on S3 (no rename) files go to a fresh version prefix and the manifest is the commit marker;
+* files go to a fresh version prefix ``v-<uuid>/`` and the manifest is the commit marker
+  (replaced atomically), so a reader never mixes files of two versions: it re-checks the
+  manifest version after reading and retries if the partition was replaced meanwhile;
 * a writer takes a lock per partition, so two concurrent runs for one date cannot interleave:
   the second fails with a message naming the holder.
 """
@@ -29,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 MANIFEST = "_manifest.json"
+READ_ATTEMPTS = 5
 LOCK = "_lock.json"
 DATE_FMT = "%Y%m%d"
 
@@ -109,6 +111,8 @@ class Storage:
     def dates(self, dataset: str) -> list[date]:
         """Committed partition dates, ascending."""
         base = self.dataset_path(dataset)
+        if not self.local:
+            self.fs.invalidate_cache(base)  # s3fs caches listings; another process may have committed since
         if not self.fs.exists(base):
             return []
         out = []
@@ -123,12 +127,19 @@ class Storage:
 
     def manifest(self, dataset: str, dt: date | str) -> dict[str, Any]:
         path = f"{self.partition_path(dataset, dt)}/{MANIFEST}"
+        if not self.local:
+            self.fs.invalidate_cache(self.partition_path(dataset, dt))  # a rewrite elsewhere changes it
         try:
             with self.fs.open(path, "r") as fh:
                 return json.load(fh)
         except FileNotFoundError:
             raise MissingPartitionError(
                 f"{dataset} has no partition for {as_date(dt)}: run {_producer_hint(dataset)} for {as_date(dt)} first"
+            ) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StorageError(
+                f"corrupt manifest {self.uri(path)} for {dataset} dt={as_date(dt)}: {exc}; "
+                f"rerun {_producer_hint(dataset)} for {as_date(dt)}"
             ) from None
 
     def files(self, dataset: str, dt: date | str) -> list[str]:
@@ -148,16 +159,38 @@ class Storage:
 
     # ----- reading -----
     def read_table(self, dataset: str, dt: date | str, columns: list[str] | None = None) -> pa.Table:
-        paths = self.files(dataset, dt)
-        tables = []
-        for path in paths:
+        """Read one committed version whole.
+
+        A rewrite keeps the previous version's files until the next commit, so a reader that started on
+        the old manifest still reads it completely; only two rewrites during one read make it start over.
+        """
+        base = self.partition_path(dataset, dt)
+        for _ in range(READ_ATTEMPTS):
+            manifest = self.manifest(dataset, dt)
+            path = base
             try:
-                tables.append(pq.read_table(path, columns=columns, filesystem=self.fs))
+                tables = []
+                for name in manifest["files"]:
+                    path = f"{base}/{name}"
+                    tables.append(pq.read_table(path, columns=columns, filesystem=self.fs))
             except (pa.ArrowInvalid, OSError) as exc:
+                if isinstance(exc, FileNotFoundError) and self._version(dataset, dt) != manifest.get("version"):
+                    continue  # our version was dropped by two newer commits: read the current one
                 raise StorageError(f"corrupt Parquet file {self.uri(path)} in {dataset} dt={as_date(dt)}: {exc}") from exc
-        if not tables:
-            return pa.table({})
-        return pa.concat_tables(tables, promote_options="default")
+            if not tables:
+                return pa.table({})
+            return pa.concat_tables(tables, promote_options="default")
+        raise StorageError(f"{dataset} dt={as_date(dt)} was replaced {READ_ATTEMPTS} times while being read; retry")
+
+    def _version(self, dataset: str, dt: date | str) -> str | None:
+        return self._version_at(self.partition_path(dataset, dt))
+
+    def _version_at(self, target: str) -> str | None:
+        try:
+            with self.fs.open(f"{target}/{MANIFEST}", "r") as fh:
+                return json.load(fh).get("version")
+        except (FileNotFoundError, ValueError):
+            return None
 
     def read(self, dataset: str, dt: date | str, columns: list[str] | None = None) -> pd.DataFrame:
         return self.read_table(dataset, dt, columns).to_pandas()
@@ -199,10 +232,7 @@ class Storage:
         target = self.partition_path(dataset, day)
         chunks = _as_chunks(data)
         with self._lock(dataset, day):
-            if self.local:
-                rows = self._write_local(target, chunks, metadata)
-            else:
-                rows = self._write_versioned(target, chunks, metadata)
+            rows = self._write_versioned(target, chunks, metadata)
         return WriteResult(dataset, day, rows, self.uri(target))
 
     def delete(self, dataset: str, dt: date | str) -> None:
@@ -232,40 +262,41 @@ class Storage:
         }
         return rows, manifest
 
-    def _write_local(self, target: str, chunks: Iterator[pa.Table], metadata: dict[str, Any] | None) -> int:
-        parent, name = target.rsplit("/", 1)
-        tmp = f"{parent}/.tmp-{name}-{uuid.uuid4().hex}"
-        old = f"{parent}/.old-{name}-{uuid.uuid4().hex}"
-        try:
-            rows, manifest = self._write_files(tmp, chunks, metadata)
-            _write_json(self.fs, f"{tmp}/{MANIFEST}", manifest)
-            if os.path.exists(target):
-                os.rename(target, old)
-            os.rename(tmp, target)
-        except BaseException:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp, recursive=True)
-            if os.path.exists(old) and not os.path.exists(target):
-                os.rename(old, target)
-            raise
-        if os.path.exists(old):
-            self.fs.rm(old, recursive=True)
-        return rows
-
     def _write_versioned(self, target: str, chunks: Iterator[pa.Table], metadata: dict[str, Any] | None) -> int:
+        """Write files under a new version prefix, commit by replacing the manifest, then drop old versions.
+
+        Runs under the partition lock, so anything else in the partition directory is an older version
+        or debris of a killed writer. The version just replaced is kept (for readers still on it) until
+        the next commit; everything older is removed.
+        """
         version = f"v-{uuid.uuid4().hex}"
+        had_manifest = self.fs.exists(f"{target}/{MANIFEST}")
+        previous = self._version_at(target) if had_manifest else None
         try:
             rows, manifest = self._write_files(f"{target}/{version}", chunks, metadata, prefix=f"{version}/")
-            _write_json(self.fs, f"{target}/{MANIFEST}", manifest)
+            manifest["version"] = version
+            manifest["previous"] = previous
+            self._commit_manifest(target, manifest)
         except BaseException:
             if self.fs.exists(f"{target}/{version}"):
                 self.fs.rm(f"{target}/{version}", recursive=True)
+            if not had_manifest and self.local and os.path.isdir(target) and not os.listdir(target):
+                os.rmdir(target)
             raise
         for entry in self.fs.ls(target, detail=False):
             leaf = entry.rstrip("/").rsplit("/", 1)[-1]
-            if leaf.startswith("v-") and leaf != version:
+            if leaf not in (version, previous, MANIFEST):
                 self.fs.rm(entry, recursive=True)
         return rows
+
+    def _commit_manifest(self, target: str, manifest: dict[str, Any]) -> None:
+        """Publish the manifest atomically (local: write aside + rename; object stores: one PUT)."""
+        if not self.local:
+            _write_json(self.fs, f"{target}/{MANIFEST}", manifest)
+            return
+        tmp = f"{target}/.manifest-{uuid.uuid4().hex}.tmp"
+        _write_json(self.fs, tmp, manifest)
+        os.replace(tmp, f"{target}/{MANIFEST}")
 
     @contextmanager
     def _lock(self, dataset: str, day: date) -> Iterator[None]:
@@ -304,8 +335,23 @@ class Storage:
                 since = float(json.load(fh).get("since", 0))
         except (FileNotFoundError, ValueError, json.JSONDecodeError):
             return
-        if time.time() - since > self.lock_stale_s:
+        if time.time() - since > self.lock_stale_s or (self.local and _holder_dead(path)):
             self.fs.rm(path)
+
+
+def _holder_dead(path: str) -> bool:
+    """True when a local lock names a process on this host that no longer exists (killed mid-write)."""
+    try:
+        with open(path) as fh:
+            info = json.load(fh)
+        if info.get("host") != socket.gethostname():
+            return False
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return False
 
 
 def _read_lock(path: str) -> str:
@@ -338,4 +384,4 @@ def storage_from_settings(settings: Any = None) -> Storage:
         from recsys_notify.config import get_settings
 
         settings = get_settings()
-    return Storage(settings.data_root)
+    return Storage(settings.data_root, settings.storage_options)
