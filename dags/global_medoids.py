@@ -100,7 +100,8 @@ def global_medoids() -> None:
         from recsys_notify.storage import storage_from_settings
 
         settings = get_settings()
-        return gm.check_request(storage_from_settings(settings), settings, _refresh_day(context), _request(context))
+        return gm.check_request(storage_from_settings(settings), settings, _refresh_day(context), _request(context),
+                                context["run_id"])
 
     @task
     @_no_retry_on_bad_params

@@ -172,3 +172,26 @@ def test_global_dag_rejects_invalid_params_in_trigger_form(airflow_db, settings_
     dag = _load("global_medoids")
     with pytest.raises(ParamValidationError):
         dag.test(run_conf={"replace_representatives": [{"cluster_id": -1, "item_id": 3}]})
+
+
+def test_second_trigger_same_date_keeps_first_requests_and_retry_is_idempotent(refreshed):
+    storage, settings = refreshed
+    gm.refresh(storage, settings, DAY, track=False)
+    first, second, _ = _two_items(storage, 2)
+    day1 = DAY + timedelta(days=1)
+    block_first = ovr.parse_request({"block_items": [first], "reason": "takedown", "requested_by": "ops"})
+    gm.refresh(storage, settings, day1, block_first, run_id="manual__a", track=False)
+    block_second = ovr.parse_request({"block_items": [second], "reason": "takedown 2", "requested_by": "ana"})
+    gm.refresh(storage, settings, day1, block_second, run_id="manual__b", track=False)
+    gm.refresh(storage, settings, day1, block_second, run_id="manual__b", track=False)  # retry of run b
+    audit = storage.read("overrides", day1)
+    assert sorted(zip(audit["run_id"], audit["item_id"].astype(int))) == [("manual__a", first), ("manual__b", second)]
+    assert audit["override_id"].is_unique
+    reps = set(storage.read("global_medoids", day1)["item_id"])
+    assert first not in reps and second not in reps
+    revoke = ovr.parse_request({"revoke_overrides": [audit.loc[audit.run_id == "manual__a", "override_id"].iloc[0]],
+                                "reason": "appeal ok", "requested_by": "ops"})
+    gm.refresh(storage, settings, day1, revoke, run_id="manual__c", track=False)
+    gm.refresh(storage, settings, day1, revoke, run_id="manual__c", track=False)  # retry: revocation not refused
+    audit = storage.read("overrides", day1).set_index("run_id")
+    assert audit.loc["manual__a", "revoked_run_id"] == "manual__c" and pd.isna(audit.loc["manual__b", "revoked_dt"])

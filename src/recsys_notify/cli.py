@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import uuid
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -245,6 +246,8 @@ def _global_medoids_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expires", help="last day the overrides apply (YYYY-MM-DD)")
     p.add_argument("--requested-by", default=None, help="who asks (default: $USER)")
     p.add_argument("--check-only", action="store_true", help="validate the override options and stop")
+    p.add_argument("--run-id", help="audit run id; reuse a failed invocation's id to retry it without "
+                                    "applying its overrides twice (default: a new id)")
     p.add_argument("--no-track", action="store_true", help="skip the MLflow run")
 
 
@@ -266,7 +269,8 @@ def _global_medoids(args: argparse.Namespace, settings: Any, storage: Storage) -
                              "requested_by": args.requested_by}, default_user=getpass.getuser())
     if args.check_only:
         return for_each_day(args, lambda day: gm.check_request(storage, settings, day, request))
-    return for_each_day(args, lambda day: gm.refresh(storage, settings, day, request, run_id="cli",
+    run_id = args.run_id or f"cli-{uuid.uuid4().hex[:12]}"
+    return for_each_day(args, lambda day: gm.refresh(storage, settings, day, request, run_id=run_id,
                                                      track=not args.no_track))
 
 

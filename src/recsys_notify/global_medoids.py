@@ -131,14 +131,15 @@ def _previous(storage: Storage, day: date) -> tuple[date | None, np.ndarray, np.
     return days[-1], prev["cluster_id"].to_numpy(np.int64), np.stack(prev["centroid"].to_numpy()).astype(np.float32)
 
 
-def check_request(storage: Storage, settings: Settings, dt: date | str, request: ovr.OverrideRequest) -> dict[str, Any]:
+def check_request(storage: Storage, settings: Settings, dt: date | str, request: ovr.OverrideRequest,
+                  run_id: str | None = None) -> dict[str, Any]:
     """Validate override params against the catalog, overrides in force and the previous refresh's ids.
 
     Called by the DAG's first task so bad params fail before any work; :func:`refresh` re-checks.
     """
     day = as_date(dt)
     catalog = storage.read_upto("items", day, columns=["item_id", "language"])
-    current = ovr.active(ovr.history(storage, day), day)
+    current = ovr.active(ovr.history(storage, day, run_id), day)
     ovr.validate(request, day, catalog, current)
     prev_day, prev_ids, _ = _previous(storage, day)
     if prev_day is not None and request.replace:
@@ -156,7 +157,7 @@ def refresh(storage: Storage, settings: Settings, dt: date | str, request: ovr.O
     request = request or ovr.OverrideRequest()
     ops_templates = tpl.load_ops_templates(tpl.resolve_path(cfg.templates_path))
     inputs = load_inputs(storage, settings, day)
-    hist = ovr.history(storage, day)
+    hist = ovr.history(storage, day, run_id)
     current = ovr.active(hist, day)
     ovr.validate(request, day, inputs.catalog[["item_id", "language"]], current)
 

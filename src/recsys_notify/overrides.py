@@ -4,7 +4,9 @@ Requests come from DAG params (or CLI flags) and are validated before anything i
 item must exist on the run date, must not be blocked, and must match the requested language.
 Every refresh writes the full ``overrides`` history for its date (previous snapshot + this run's
 requests), so the dataset is its own audit trail (who, why, when, which run); an override applies
-to every later refresh until its expiry date (inclusive) or until it is revoked.
+to every later refresh until its expiry date (inclusive) or until it is revoked. A second run for
+the same date (another trigger) keeps what earlier runs of that date requested; a retry of the same
+run replaces only its own requests.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from recsys_notify.storage import Storage, as_date
 
 DATASET = "overrides"
 COLUMNS = ["override_id", "action", "cluster_id", "language", "item_id", "reason", "requested_by", "requested_at",
-           "run_id", "created_dt", "expires", "revoked_dt", "revoked_by"]
+           "run_id", "created_dt", "expires", "revoked_dt", "revoked_by", "revoked_run_id"]
+_EMPTY = pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
 
 
 class OverrideError(ValueError):
@@ -94,12 +97,28 @@ def parse_request(params: Mapping[str, Any], default_user: str | None = None) ->
     return request
 
 
-def history(storage: Storage, dt: date) -> pd.DataFrame:
-    """Override history as of the day before ``dt`` (empty if none): what this run builds on."""
-    days = [d for d in storage.dates(DATASET) if d < dt]
-    if not days:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
-    return storage.read(DATASET, days[-1])
+def history(storage: Storage, dt: date, run_id: str | None = None) -> pd.DataFrame:
+    """The override history run ``run_id`` builds on (empty if none).
+
+    That is the newest snapshot before ``dt`` plus what other runs of ``dt`` already did (their requests
+    and revocations), so a second trigger for a date keeps the first one's overrides while a retry of
+    the same run does not apply its own twice.
+    """
+    before = [d for d in storage.dates(DATASET) if d < dt]
+    hist = storage.read(DATASET, before[-1]).reindex(columns=COLUMNS) if before else _EMPTY.copy()
+    if not storage.exists(DATASET, dt):
+        return hist
+    same_day = storage.read(DATASET, dt).reindex(columns=COLUMNS)
+    stamp = ["revoked_dt", "revoked_by", "revoked_run_id"]
+    same_day.loc[same_day["revoked_run_id"] == run_id, stamp] = None
+    today = dt.isoformat()
+    requested = same_day[(same_day["created_dt"] == today) & (same_day["run_id"] != run_id)]
+    hist = pd.concat([f for f in (hist, requested) if len(f)] or [_EMPTY], ignore_index=True)
+    revoked = same_day[(same_day["revoked_dt"] == today) & same_day["revoked_run_id"].notna()
+                       & (same_day["revoked_run_id"] != run_id)].set_index("override_id")
+    hit = hist["override_id"].isin(revoked.index)
+    hist.loc[hit, stamp] = revoked.loc[hist.loc[hit, "override_id"], stamp].to_numpy()
+    return hist
 
 
 def active(hist: pd.DataFrame, dt: date) -> pd.DataFrame:
@@ -157,16 +176,18 @@ def next_history(hist: pd.DataFrame, request: OverrideRequest, dt: date, run_id:
         hit = out["override_id"].isin(request.revoke) & out["revoked_dt"].isna()
         out.loc[hit, "revoked_dt"] = dt.isoformat()
         out.loc[hit, "revoked_by"] = request.requested_by
+        out.loc[hit, "revoked_run_id"] = run_id
     common = {"reason": request.reason, "requested_by": request.requested_by, "requested_at": now.isoformat(),
               "run_id": run_id, "created_dt": dt.isoformat(),
               "expires": request.expires.isoformat() if request.expires else None,
-              "revoked_dt": None, "revoked_by": None}
+              "revoked_dt": None, "revoked_by": None, "revoked_run_id": None}
     rows = [{"action": "replace", "cluster_id": r.cluster_id, "language": r.language, "item_id": r.item_id, **common}
             for r in request.replace]
     rows += [{"action": "block", "cluster_id": None, "language": None, "item_id": i, **common} for i in request.block]
     rows += [{"action": "revoke", "cluster_id": None, "language": None, "item_id": None, **common,
               "reason": f"revoke {oid}: {request.reason}"} for oid in request.revoke]
-    for n, row in enumerate(rows):
+    earlier_today = int((out["created_dt"] == dt.isoformat()).sum()) if len(out) else 0
+    for n, row in enumerate(rows, start=earlier_today):
         row["override_id"] = f"{dt:%Y%m%d}-{n:03d}"
     frames = [f for f in (out.reindex(columns=COLUMNS), pd.DataFrame(rows, columns=COLUMNS)) if len(f)]
     merged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
