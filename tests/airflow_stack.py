@@ -23,6 +23,8 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 TERMINAL = {"success", "failed"}
+# A task in these states means the run will not succeed on this try (DAG retries wait minutes): stop early.
+TASK_FAILED = {"failed", "up_for_retry", "upstream_failed"}
 
 
 def free_port() -> int:
@@ -179,12 +181,17 @@ class AirflowStack:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 600) -> dict[str, Any]:
-        """Wait for a run to finish; fail with its task states and logs when it did not succeed."""
+        """Wait for a run to succeed; fail with task states and logs as soon as a task fails."""
         deadline = time.monotonic() + timeout
-        self.wait(lambda: self.run_state(dag_id, run_id) in TERMINAL, deadline, f"{dag_id} run {run_id}", poll=2)
+
+        def finished() -> bool:
+            failing = {ti["state"] for ti in self.task_instances(dag_id, run_id)} & TASK_FAILED
+            return bool(failing) or self.run_state(dag_id, run_id) in TERMINAL
+
+        self.wait(finished, deadline, f"{dag_id} run {run_id}", poll=2)
         run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()
         if run["state"] != "success":
-            raise AssertionError(f"{dag_id} {run_id} ended {run['state']}: {self.task_report(dag_id, run_id)}")
+            raise AssertionError(f"{dag_id} {run_id} is {run['state']}: {self.task_report(dag_id, run_id)}")
         return run
 
     def run(self, dag_id: str, logical_date: str, conf: dict[str, Any] | None = None,
@@ -199,11 +206,12 @@ class AirflowStack:
         """Task states plus the log of each task that did not succeed."""
         lines = []
         for ti in self.task_instances(dag_id, run_id):
-            lines.append(f"{ti['task_id']}: {ti['state']}")
-            if ti["state"] not in ("success", "skipped") and ti["try_number"]:
+            lines.append(f"{ti['task_id']}[{ti['map_index']}]: {ti['state']}")
+            if ti["state"] in TASK_FAILED and ti["try_number"]:
                 log = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}"
-                                      f"/logs/{ti['try_number']}", expect=None, headers={"Accept": "text/plain"})
-                lines.append(log.text[-4000:])
+                                      f"/logs/{ti['try_number']}", expect=None,
+                               params={"map_index": ti["map_index"]}, headers={"Accept": "text/plain"})
+                lines.append(log.text[-6000:])
         return "\n".join(lines)
 
     def runs(self, dag_id: str, **params: Any) -> list[dict[str, Any]]:
