@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any
 
 from recsys_notify.config import ConfigError, load_settings
-from recsys_notify.storage import Storage, StorageError, as_date, date_range
+from recsys_notify.storage import Storage, StorageError, as_date, date_range, storage_from_settings
 
 Handler = Callable[[argparse.Namespace, Any, Storage], Any]
 COMMANDS: dict[str, tuple[str, Handler, Callable[[argparse.ArgumentParser], None]]] = {}
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
-        storage = Storage(settings.data_root)
+        storage = storage_from_settings(settings)
         result = COMMANDS[args.command][1](args, settings, storage)
     except (ConfigError, StorageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

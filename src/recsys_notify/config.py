@@ -64,6 +64,9 @@ class UserMedoidSettings(_Strict):
     seed: int = 0
 
 
+CRON_PRESETS = frozenset({"@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"})
+
+
 class GlobalMedoidSettings(_Strict):
     k: int = Field(500, ge=2)
     schedule: str = "@weekly"
@@ -74,8 +77,13 @@ class GlobalMedoidSettings(_Strict):
     @field_validator("schedule")
     @classmethod
     def _time_based(cls, v: str) -> str:
-        if v.strip().lower() in {"none", "", "@once", "@continuous"}:
+        from croniter import croniter  # Airflow's own cron parser (a dependency of apache-airflow-core)
+
+        v = v.strip()
+        if v.lower() in {"none", "", "@once", "@continuous"}:
             raise ValueError("global_medoids.schedule must be time-based (a preset or cron) so backfills work")
+        if v not in CRON_PRESETS and not croniter.is_valid(v):
+            raise ValueError(f"global_medoids.schedule {v!r} is not a cron expression or one of {sorted(CRON_PRESETS)}")
         return v
 
 
@@ -111,6 +119,8 @@ class GemSettings(_Strict):
 
 class Settings(_Strict):
     data_root: str = "file://./data"
+    # fsspec options for the data root, e.g. {"client_kwargs": {"endpoint_url": "http://minio:9000"}} for S3
+    storage_options: dict[str, Any] = Field(default_factory=dict)
     mlflow_tracking_uri: str | None = None
     mlflow_artifact_root: str | None = None
     mlflow_ui_url: str = "http://127.0.0.1:5000"  # where people open MLflow (Airflow "MLflow run" links)
@@ -165,8 +175,18 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(raw) if raw != "" else raw
+        node[path[-1]] = _scalar(raw)
     return out
+
+
+def _scalar(raw: str) -> Any:
+    """YAML scalar (numbers, booleans, lists) where it parses, else the raw text (``@daily``, ``*/5 * * * *``)."""
+    if raw == "":
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ error naming the column or count, before anything is written.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -162,6 +163,17 @@ def _row_reasons(dataset: str, df: pd.DataFrame, dt: date | None, known_items: n
     return reason
 
 
+def _embedding_text(value: Any) -> str | None:
+    """Readable, bounded text of a rejected embedding (``[0.1, nan, ...]``), whatever its shape."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    try:
+        text = str(np.asarray(value, dtype=np.float64).round(6).tolist())
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text[:2000]
+
+
 def validate(dataset: str, df: pd.DataFrame, dt: date | str | None = None,
              known_items: np.ndarray | None = None, max_invalid_fraction: float = 0.5) -> ValidationResult:
     """Split ``df`` into contract-conforming rows and quarantined rows with a reason."""
@@ -190,21 +202,39 @@ def validate(dataset: str, df: pd.DataFrame, dt: date | str | None = None,
     quarantine = df.reset_index(drop=True)[bad.to_numpy()].copy()
     quarantine = quarantine.astype({c: "string" for c in quarantine.columns if c != "embedding"})
     if "embedding" in quarantine:
-        quarantine["embedding"] = quarantine["embedding"].map(lambda v: None if v is None else str(list(np.ravel(v)))[:2000])
+        quarantine["embedding"] = quarantine["embedding"].map(_embedding_text).astype("string")
     quarantine["reason"] = reasons[bad].to_numpy()
     return ValidationResult(valid, quarantine, counts)
 
 
-def ingest(storage: Storage, dataset: str, dt: date | str, df: pd.DataFrame,
+def ingest(storage: Storage, dataset: str, dt: date | str, data: pd.DataFrame | Iterable[pd.DataFrame],
            known_items: np.ndarray | None = None, max_invalid_fraction: float = 0.5) -> dict[str, Any]:
-    """Validate and write one raw partition plus its quarantine sibling; return counts."""
+    """Validate and write one raw partition plus its quarantine sibling; return counts.
+
+    ``data`` may be an iterable of blocks (split by key, e.g. by user for events) so large days stream
+    through; each block is validated on its own, and a failing block aborts the write before commit.
+    """
     day = as_date(dt)
     if dataset == "events" and known_items is None:
         known_items = storage.read_upto("items", day, columns=["item_id"])["item_id"].to_numpy()
-    result = validate(dataset, df, day if dataset == "events" else None, known_items, max_invalid_fraction)
-    storage.write(dataset, day, result.valid)
-    storage.write(f"{dataset}_quarantine", day, result.quarantine)
-    return {"rows": len(result.valid), "quarantined": result.invalid_rows, "reasons": result.counts}
+    blocks = [data] if isinstance(data, pd.DataFrame) else data
+    quarantined: list[pd.DataFrame] = []
+    counts: dict[str, int] = {}
+
+    def valid_blocks() -> Iterator[pd.DataFrame]:
+        for block in blocks:
+            result = validate(dataset, block, day if dataset == "events" else None, known_items, max_invalid_fraction)
+            quarantined.append(result.quarantine)
+            for reason, n in result.counts.items():
+                counts[reason] = counts.get(reason, 0) + n
+            yield result.valid
+        if not quarantined:
+            raise ContractError(f"{dataset}: partition {day} is empty (no blocks)")
+
+    written = storage.write(dataset, day, valid_blocks())
+    quarantine = pd.concat(quarantined, ignore_index=True)
+    storage.write(f"{dataset}_quarantine", day, quarantine)
+    return {"rows": written.rows, "quarantined": len(quarantine), "reasons": dict(sorted(counts.items()))}
 
 
 def embedding_matrix(values: pd.Series, dim: int = EMBEDDING_DIM) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from recsys_notify.contract import ContractError, embedding_matrix
+from recsys_notify.contract import EMBEDDING_DIM, ContractError, embedding_matrix
 from recsys_notify.storage import Storage
 
 Source = Literal["content", "gem"]
@@ -39,7 +39,12 @@ def item_vectors(storage: Storage, dt: date, source: Source = "content", dim: in
             missing = wanted[pos < 0]
             raise ContractError(f"{len(missing)} item id(s) have no {source} embedding on {dt}, e.g. {missing[0]}")
         frame = frame.iloc[pos]
-    matrix = embedding_matrix(frame["embedding"].reset_index(drop=True), dim=len(frame["embedding"].iloc[0]) if len(frame) else 128)
+    vectors = frame["embedding"].reset_index(drop=True)
+    # content vectors have the contract width; gem width is whatever the model wrote (its most common length)
+    width = EMBEDDING_DIM if source == "content" or not len(vectors) else int(vectors.map(np.size).mode().iloc[0])
+    if dim is not None and not 0 < dim <= width:
+        raise ValueError(f"dim {dim} is out of range for {source} embeddings of width {width}")
+    matrix = embedding_matrix(vectors, dim=width)
     if dim is not None:
         matrix = np.ascontiguousarray(matrix[:, :dim])
     return frame["item_id"].to_numpy(np.int64), matrix

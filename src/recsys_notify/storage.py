@@ -109,6 +109,8 @@ class Storage:
     def dates(self, dataset: str) -> list[date]:
         """Committed partition dates, ascending."""
         base = self.dataset_path(dataset)
+        if not self.local:
+            self.fs.invalidate_cache(base)  # s3fs caches listings; another process may have committed since
         if not self.fs.exists(base):
             return []
         out = []
@@ -123,6 +125,8 @@ class Storage:
 
     def manifest(self, dataset: str, dt: date | str) -> dict[str, Any]:
         path = f"{self.partition_path(dataset, dt)}/{MANIFEST}"
+        if not self.local:
+            self.fs.invalidate_cache(self.partition_path(dataset, dt))  # a rewrite elsewhere changes it
         try:
             with self.fs.open(path, "r") as fh:
                 return json.load(fh)
@@ -338,4 +342,4 @@ def storage_from_settings(settings: Any = None) -> Storage:
         from recsys_notify.config import get_settings
 
         settings = get_settings()
-    return Storage(settings.data_root)
+    return Storage(settings.data_root, settings.storage_options)

@@ -9,17 +9,19 @@ so engagement depends on more than content, which is what the generic embedding 
 
 Activity is heavy-tailed (lognormal, median ~40 and p99.9 ~2000 interactions per 14 days),
 item popularity is Pareto-skewed, new items appear every day, events come in sessions.
-All sampling is vectorised numpy; events are generated and written one day at a time.
+All sampling is vectorised numpy; events are generated, validated and written one day at a time in
+blocks of users, so memory stays bounded for a million users.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from sklearn.decomposition import PCA
 
 from recsys_notify.contract import EMBEDDING_DIM, ingest
@@ -56,6 +58,13 @@ class GeneratorConfig:
     style_signal: float = 0.35  # amplitude of the style direction in content space (topic centres: ~1)
     noise: float = 0.55
 
+    def __post_init__(self) -> None:
+        if self.items < EMBEDDING_DIM:
+            raise ValueError(f"items must be at least {EMBEDDING_DIM} (the embedding PCA needs that many), got {self.items}")
+        for name in ("users", "days", "topics", "styles"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
     @property
     def start(self) -> date:
         return self.end - timedelta(days=self.days - 1)
@@ -81,6 +90,20 @@ def _day_start(day: date) -> pd.Timestamp:
     return pd.Timestamp(datetime(day.year, day.month, day.day, tzinfo=timezone.utc))
 
 
+def _captions(rng: np.random.Generator, topic: np.ndarray, n_topics: int) -> np.ndarray:
+    """Captions of 2-4 topic words, a filler word and a topic hashtag (vectorised string ops)."""
+    topic_words = np.array([rng.choice(WORDS, 5, replace=False) for _ in range(n_topics)])
+    n_words = rng.integers(2, 5, len(topic))
+    order = np.argsort(rng.random((len(topic), 5)), axis=1)[:, :4]  # 4 distinct words per item
+    words = topic_words[topic[:, None], order]
+    text = np.strings.add(np.strings.add(words[:, 0], " "), words[:, 1])
+    for j in (2, 3):
+        text = np.strings.add(text, np.where(n_words > j, np.strings.add(" ", words[:, j]), ""))
+    filler = np.array(FILLER)[rng.integers(0, len(FILLER), len(topic))]
+    text = np.strings.add(np.strings.add(text, np.strings.add(" ", filler)), np.strings.add(" #", topic_words[topic, 0]))
+    return text.astype(object)
+
+
 def build_world(cfg: GeneratorConfig) -> World:
     """Draw creators, items, embeddings, users and interests (deterministic by seed)."""
     rng = np.random.default_rng(cfg.seed)
@@ -100,7 +123,7 @@ def build_world(cfg: GeneratorConfig) -> World:
     centres = rng.normal(size=(T, raw_dim)) / np.sqrt(raw_dim) * 4.0
     style_dirs = rng.normal(size=(S, raw_dim)) / np.sqrt(raw_dim) * 4.0 * cfg.style_signal
     raw = centres[topic] + style_dirs[style] + rng.normal(size=(n_items, raw_dim)) / np.sqrt(raw_dim) * 4.0 * cfg.noise
-    pca = PCA(n_components=EMBEDDING_DIM, random_state=cfg.seed, svd_solver="randomized")
+    pca = PCA(n_components=EMBEDDING_DIM, svd_solver="covariance_eigh")  # n >> 256: eigh of the covariance is fast
     emb = pca.fit_transform(raw.astype(np.float32)).astype(np.float32)
 
     n_new = int(round(n_items * (1 - cfg.back_catalogue_share)))
@@ -109,26 +132,16 @@ def build_world(cfg: GeneratorConfig) -> World:
         rng.integers(0, cfg.days, n_new),
     ])
     rng.shuffle(created_day)
-    created_ts = np.array([_day_start(cfg.start + timedelta(days=int(d))) for d in np.unique(created_day)])
-    day_to_ts = dict(zip(np.unique(created_day), created_ts))
-    offsets = pd.to_timedelta(rng.integers(0, 86_400, n_items), unit="s")
+    offsets = pd.to_timedelta(created_day * 86_400 + rng.integers(0, 86_400, n_items), unit="s")
     item_ids = np.arange(1, n_items + 1, dtype=np.int64) * 7 + 1000  # sparse ids catch index/id mix-ups
-
-    topic_words = [rng.choice(WORDS, 5, replace=False) for _ in range(T)]
-    n_words = rng.integers(2, 5, n_items)
-    captions = []
-    for i in range(n_items):
-        words = list(rng.choice(topic_words[topic[i]], n_words[i], replace=False))
-        words.append(FILLER[rng.integers(len(FILLER))])
-        captions.append(" ".join(words) + f" #{topic_words[topic[i]][0]}")
 
     items = pd.DataFrame({
         "item_id": item_ids,
         "creator_id": creator.astype(np.int64) + 1,
         "language": LANG_CODES[creator_lang[creator]],
         "duration_s": np.clip(rng.lognormal(np.log(25), 0.6, n_items), 5, 180).round(1),
-        "created_ts": pd.DatetimeIndex([day_to_ts[d] for d in created_day]) + offsets,
-        "caption": captions,
+        "created_ts": _day_start(cfg.start) + offsets,
+        "caption": _captions(rng, topic, T),
         "embedding": list(emb),
     })
     pop = rng.pareto(1.2, n_items) + 1.0
@@ -157,40 +170,64 @@ def build_world(cfg: GeneratorConfig) -> World:
     return World(items, topic, style, pop, created_day, users, user_topics, user_weights, user_styles, total / 14.0)
 
 
-def _events_for_day(cfg: GeneratorConfig, world: World, day_idx: int) -> pd.DataFrame:
-    """One day of events; a fresh RNG per day keeps days independent and reproducible."""
-    rng = np.random.default_rng([cfg.seed, day_idx, 1])
-    n_users = len(world.users)
-    counts = rng.poisson(world.user_rate * rng.uniform(0.7, 1.3))
-    uidx = np.repeat(np.arange(n_users), counts)
+USER_CHUNK = 100_000  # users per generated block: bounds memory; part of the seed stream, so fixed
+
+
+@dataclass
+class _ItemSampler:
+    """Per-day item choice within a topic, proportional to popularity x freshness (created items only)."""
+
+    by_topic: np.ndarray
+    t_sorted: np.ndarray
+    norm_cum: np.ndarray
+    seg_total: np.ndarray
+    all_cum: np.ndarray
+
+    @classmethod
+    def for_day(cls, cfg: GeneratorConfig, world: World, day_idx: int) -> _ItemSampler:
+        age = day_idx - world.item_created_day
+        weight = np.where(age >= 0, world.item_pop * (1.0 + 2.0 * np.exp(-np.maximum(age, 0) / 3.0)), 0.0)
+        by_topic = np.argsort(world.item_topic, kind="stable")
+        t_sorted = world.item_topic[by_topic]
+        w_sorted = weight[by_topic]
+        seg_total = np.bincount(t_sorted, weights=w_sorted, minlength=cfg.topics)
+        within = np.cumsum(w_sorted) - np.concatenate([[0], np.cumsum(seg_total)[:-1]])[t_sorted]
+        norm_cum = t_sorted + within / np.maximum(seg_total[t_sorted], 1e-12)
+        return cls(by_topic, t_sorted, norm_cum, seg_total, np.cumsum(w_sorted) / w_sorted.sum())
+
+    def sample(self, rng: np.random.Generator, topic: np.ndarray) -> np.ndarray:
+        n = topic.size
+        # a topic with no item yet falls back to a popularity-weighted draw over all items
+        empty = self.seg_total[topic] <= 0
+        topic = np.where(empty, self.t_sorted[np.searchsorted(self.all_cum, rng.random(n))], topic)
+        pos = np.searchsorted(self.norm_cum, topic + rng.random(n) * (1 - 1e-9), side="right")
+        return self.by_topic[np.clip(pos, 0, len(self.by_topic) - 1)]
+
+
+def _events_for_users(cfg: GeneratorConfig, world: World, day_idx: int, users: slice, day_factor: float,
+                      sampler: _ItemSampler, rng: np.random.Generator) -> pd.DataFrame:
+    """Events of one day for a contiguous block of users."""
+    rate = world.user_rate[users]
+    counts = rng.poisson(rate * day_factor)
+    local = np.repeat(np.arange(rate.size), counts)
+    uidx = local + (users.start or 0)
     n = uidx.size
     if n == 0:
         return pd.DataFrame()
 
     # topic: one of the user's interests by weight, else exploration over all topics
-    cum = np.cumsum(world.user_weights[uidx], axis=1)
+    weights = world.user_weights[uidx]
+    cum = np.cumsum(weights, axis=1)
     pick = (cum < rng.random(n)[:, None]).sum(axis=1).clip(max=5)
-    topic = world.user_topics[uidx, pick]
+    topics = world.user_topics[uidx]
+    topic = topics[np.arange(n), pick]
     explore = rng.random(n) < cfg.explore_share
     topic = np.where(explore, rng.integers(0, cfg.topics, n), topic)
-
-    # item within topic, proportional to popularity x freshness, only items already created
-    age = day_idx - world.item_created_day
-    weight = np.where(age >= 0, world.item_pop * (1.0 + 2.0 * np.exp(-np.maximum(age, 0) / 3.0)), 0.0)
-    by_topic = np.argsort(world.item_topic, kind="stable")
-    t_sorted = world.item_topic[by_topic]
-    w_sorted = weight[by_topic]
-    seg_total = np.bincount(t_sorted, weights=w_sorted, minlength=cfg.topics)
-    within = np.cumsum(w_sorted) - np.concatenate([[0], np.cumsum(seg_total)[:-1]])[t_sorted]
-    norm_cum = t_sorted + within / np.maximum(seg_total[t_sorted], 1e-12)
-    empty = seg_total[topic] <= 0
-    topic = np.where(empty, t_sorted[np.searchsorted(np.cumsum(w_sorted) / w_sorted.sum(), rng.random(n))], topic)
-    pos = np.searchsorted(norm_cum, topic + rng.random(n) * (1 - 1e-9), side="right")
-    item = by_topic[np.clip(pos, 0, len(by_topic) - 1)]
+    item = sampler.sample(rng, topic)
 
     # engagement propensity: topic interest weight and hidden style match
-    tw = (world.user_topics[uidx] == world.item_topic[item][:, None]) * world.user_weights[uidx]
-    topic_aff = np.sqrt(tw.sum(axis=1))
+    item_topic = world.item_topic[item]
+    topic_aff = np.sqrt(((topics == item_topic[:, None]) * weights).sum(axis=1))
     style_match = (world.user_styles[uidx] == world.item_style[item][:, None]).any(axis=1)
     logit = -2.0 + 3.0 * topic_aff + 1.8 * style_match + rng.normal(0, 0.6, n)
     p = 1.0 / (1.0 + np.exp(-logit))
@@ -201,15 +238,17 @@ def _events_for_day(cfg: GeneratorConfig, world: World, day_idx: int) -> pd.Data
     liked = rng.random(n) < 0.55 * p**2
     shared = rng.random(n) < 0.15 * p**3
 
-    # sessions of ~8 events; timestamps inside the day in session order
-    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.arange(n) - np.repeat(first, counts)
+    # sessions of ~8 events with a random start each; timestamps inside the day in session order
     sess_len = 8
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(n) - first[local]
     sess_k = rank // sess_len
+    n_sess = -(-counts // sess_len)
+    sess_first = np.concatenate([[0], np.cumsum(n_sess)[:-1]])
+    sess_start = rng.integers(0, 80_000, int(n_sess.sum()))
+    offset = sess_start[sess_first[local] + sess_k] + rank % sess_len * 40
     day_ord = (cfg.start + timedelta(days=day_idx)).toordinal()
-    session_id = (day_ord * (n_users + 1) + uidx) * 1024 + sess_k
-    sess_start = rng.integers(0, 80_000, (n_users, 1 + int(counts.max()) // sess_len))
-    offset = sess_start[uidx, sess_k] + np.minimum(rank % sess_len * 40, 2_000)
+    session_id = (day_ord * (len(world.users) + 1) + uidx) * 1024 + sess_k
     ts = _day_start(cfg.start + timedelta(days=day_idx)) + pd.to_timedelta(np.minimum(offset, 86_399), unit="s")
 
     return pd.DataFrame({
@@ -224,6 +263,18 @@ def _events_for_day(cfg: GeneratorConfig, world: World, day_idx: int) -> pd.Data
     })
 
 
+def events_for_day(cfg: GeneratorConfig, world: World, day_idx: int) -> Iterator[pd.DataFrame]:
+    """One day of events in blocks of ``USER_CHUNK`` users (each block has its own seeded RNG)."""
+    day_factor = np.random.default_rng([cfg.seed, day_idx, 0]).uniform(0.7, 1.3)
+    sampler = _ItemSampler.for_day(cfg, world, day_idx)
+    for c, lo in enumerate(range(0, len(world.users), USER_CHUNK)):
+        rng = np.random.default_rng([cfg.seed, day_idx, 1, c])
+        block = _events_for_users(cfg, world, day_idx, slice(lo, min(lo + USER_CHUNK, len(world.users))),
+                                  day_factor, sampler, rng)
+        if len(block):
+            yield block
+
+
 def truth_frames(world: World) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Ground truth: item topic/style and user interest topics/weights/styles."""
     items = pd.DataFrame({
@@ -232,13 +283,18 @@ def truth_frames(world: World) -> tuple[pd.DataFrame, pd.DataFrame]:
         "style": world.item_style.astype(np.int64),
         "creator_id": world.items["creator_id"].to_numpy(),
     })
-    users = pd.DataFrame({
+    has_topic = world.user_topics >= 0
+    offsets = np.concatenate([[0], np.cumsum(has_topic.sum(axis=1))]).astype(np.int32)
+    two_styles = world.user_styles[:, 0] != world.user_styles[:, 1]
+    style_offsets = np.concatenate([[0], np.cumsum(1 + two_styles)]).astype(np.int32)
+    styles = np.sort(world.user_styles, axis=1)
+    users = pa.table({
         "user_id": world.users["user_id"].to_numpy(),
-        "topics": [list(t[t >= 0]) for t in world.user_topics],
-        "topic_weights": [list(w[w > 0]) for w in world.user_weights],
-        "styles": [sorted(set(s)) for s in world.user_styles.tolist()],
+        "topics": pa.ListArray.from_arrays(offsets, world.user_topics[has_topic]),
+        "topic_weights": pa.ListArray.from_arrays(offsets, world.user_weights[has_topic]),
+        "styles": pa.ListArray.from_arrays(style_offsets, styles[np.stack([np.ones_like(two_styles), two_styles], 1)]),
         "daily_rate": world.user_rate,
-    })
+    }).to_pandas()
     return items, users
 
 
@@ -256,8 +312,8 @@ def generate(storage: Storage, cfg: GeneratorConfig,
         todays = first_day == d
         storage.write("truth_items", day, truth_items[todays])
         ingest(storage, "items", day, world.items[todays].reset_index(drop=True))
-        events = _events_for_day(cfg, world, d)
-        stats = ingest(storage, "events", day, events, known_items=world.items["item_id"].to_numpy()[first_day <= d])
+        stats = ingest(storage, "events", day, events_for_day(cfg, world, d),
+                       known_items=world.items["item_id"].to_numpy()[first_day <= d])
         counts["events"] += stats["rows"]
         counts["quarantined"] += stats["quarantined"]
         if progress:

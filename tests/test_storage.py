@@ -1,0 +1,212 @@
+"""Partitioned storage: the same behaviour on a local root and on S3 (moto server on loopback)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from recsys_notify.storage import (
+    MissingPartitionError,
+    PartitionLockedError,
+    Storage,
+    StorageError,
+    as_date,
+    date_range,
+)
+
+D1, D2, D3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A moto S3 server on 127.0.0.1 (random port) with one bucket."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    import boto3
+
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket="recsys-test")
+    yield url
+    server.stop()
+
+
+def _s3_options(url: str) -> dict:
+    return {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": url, "region_name": "us-east-1"}}
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path) -> Storage:
+    if request.param == "local":
+        return Storage(str(tmp_path / "root"))
+    url = request.getfixturevalue("s3_endpoint")
+    s3 = Storage(f"s3://recsys-test/{uuid.uuid4().hex}", _s3_options(url))
+    assert not s3.local
+    return s3
+
+
+def frame(n: int, offset: int = 0) -> pd.DataFrame:
+    return pd.DataFrame({
+        "item_id": np.arange(offset, offset + n, dtype=np.int64),
+        "ts": pd.date_range("2026-11-01", periods=n, freq="min", tz="UTC"),
+        "embedding": [np.full(4, i, dtype=np.float32) for i in range(n)],
+    })
+
+
+def test_roundtrip_layout_and_manifest(store):
+    result = store.write("items", D1, frame(5), metadata={"source": "test"})
+    assert result.rows == 5 and result.uri.endswith("/items/dt=20261101")
+    back = store.read("items", "2026-11-01")
+    pd.testing.assert_frame_equal(back.drop(columns="embedding"), frame(5).drop(columns="embedding"))
+    assert np.stack(back["embedding"]).tolist() == np.stack(frame(5)["embedding"]).tolist()
+    manifest = store.manifest("items", D1)
+    assert manifest["rows"] == 5 and manifest["columns"] == ["item_id", "ts", "embedding"]
+    assert manifest["metadata"] == {"source": "test"}
+    assert all(f.startswith(store.partition_path("items", D1) + "/") for f in store.files("items", D1))
+    assert store.read("items", D1, columns=["item_id"]).columns.tolist() == ["item_id"]
+
+
+def test_dates_exists_and_windows(store):
+    for i, day in enumerate([D3, D1, D2]):
+        store.write("events", day, frame(2, offset=10 * i))
+    assert store.dates("events") == [D1, D2, D3]
+    assert store.dates("nothing") == []
+    assert store.exists("events", D2) and not store.exists("events", date(2026, 11, 4))
+    window = store.read_range("events", D1, D2)
+    assert sorted(window["item_id"]) == [10, 11, 20, 21]  # D1 holds offset 10, D2 offset 20
+    assert sorted(store.read_upto("events", D2)["item_id"]) == [10, 11, 20, 21]
+    assert len(store.read_upto("events", date(2030, 1, 1))) == 6
+    assert store.latest_on_or_before("events", date(2026, 11, 30)) == D3
+    assert store.latest_on_or_before("events", D2) == D2
+
+
+def test_missing_partition_errors_name_the_producer(store):
+    store.write("events", D1, frame(1))
+    store.write("events", D3, frame(1))
+    with pytest.raises(MissingPartitionError) as err:
+        store.read("events", D2)
+    assert str(err.value) == ("events has no partition for 2026-11-02: run `recsys-notify generate` or "
+                              "`recsys-notify ingest events` for 2026-11-02 first")
+    with pytest.raises(MissingPartitionError, match=r"events is missing 1 partition\(s\) in 2026-11-01..2026-11-03 "
+                                                    r"\(first 2026-11-02\)"):
+        store.read_range("events", D1, D3)
+    assert len(store.read_range("events", D1, D3, allow_missing=True)) == 2
+    with pytest.raises(MissingPartitionError, match=r"user_medoids has no partition on or before 2026-11-03: "
+                                                    r"run the user_medoids DAG \(`recsys-notify user-medoids`\)"):
+        store.latest_on_or_before("user_medoids", D3)
+    with pytest.raises(MissingPartitionError, match="items has no partition on or before 2026-11-01"):
+        store.read_upto("items", D1)
+
+
+def test_chunked_write_and_whole_replace(store):
+    store.write("pairs", D1, (pa.Table.from_pandas(frame(3, offset=i * 3), preserve_index=False) for i in range(4)))
+    assert len(store.files("pairs", D1)) == 4
+    assert store.read("pairs", D1)["item_id"].tolist() == list(range(12))
+    store.write("pairs", D1, frame(2, offset=100))
+    assert store.read("pairs", D1)["item_id"].tolist() == [100, 101]
+    assert len(store.files("pairs", D1)) == 1
+    leftovers = [p for p in store.fs.find(store.partition_path("pairs", D1)) if "part-" in p]
+    assert len(leftovers) == 1  # the replaced files are gone, not just unreferenced
+
+
+def test_failed_write_keeps_old_partition_and_leaves_no_temp_files(store):
+    store.write("events", D1, frame(3))
+    before = sorted(store.fs.find(store.dataset_path("events")))
+
+    def failing():
+        yield pa.Table.from_pandas(frame(50, offset=1000), preserve_index=False)
+        raise RuntimeError("writer died mid-way")
+
+    with pytest.raises(RuntimeError, match="writer died mid-way"):
+        store.write("events", D1, failing())
+    assert store.read("events", D1)["item_id"].tolist() == [0, 1, 2]
+    assert sorted(store.fs.find(store.dataset_path("events"))) == before  # no temp dir, version or lock left
+    # a first write that fails leaves no partition at all
+    with pytest.raises(RuntimeError):
+        store.write("events", D2, failing())
+    assert store.dates("events") == [D1]
+
+
+def test_concurrent_writer_is_refused(store):
+    with store._lock("events", D1):
+        with pytest.raises(PartitionLockedError, match=r"events dt=2026-11-01 is being written by another run"):
+            store.write("events", D1, frame(1))
+    store.write("events", D1, frame(1))  # lock released afterwards
+    assert store.exists("events", D1)
+
+
+def test_local_lock_names_holder_and_stale_lock_is_broken(tmp_path):
+    store = Storage(str(tmp_path / "root"))
+    with store._lock("events", D1):
+        with pytest.raises(PartitionLockedError, match=r"\(host .+, pid \d+\); retry when it finishes"):
+            store.write("events", D1, frame(1))
+        impatient = Storage(str(tmp_path / "root"), lock_stale_s=-1)  # treats every lock as abandoned
+        impatient.write("events", D1, frame(2))
+    assert len(store.read("events", D1)) == 2
+
+
+def test_corrupt_file_is_reported(tmp_path):
+    store = Storage(f"file://{tmp_path / 'root'}")
+    store.write("items", D1, frame(2))
+    path = store.files("items", D1)[0]
+    with open(path, "wb") as fh:
+        fh.write(b"not parquet")
+    with pytest.raises(StorageError, match=r"corrupt Parquet file file://.*part-00000.parquet in items dt=2026-11-01"):
+        store.read("items", D1)
+
+
+def test_delete_and_invalid_names(store):
+    store.write("events", D1, frame(1))
+    store.delete("events", D1)
+    assert store.dates("events") == []
+    for bad in ["", "a/b", "_lock", ".hidden"]:
+        with pytest.raises(ValueError, match="invalid dataset name"):
+            store.write(bad, D1, frame(1))
+
+
+def test_dates_parsing():
+    assert as_date("2026-11-02") == as_date("20261102") == as_date(pd.Timestamp("2026-11-02T13:00Z")) == D2
+    with pytest.raises(ValueError, match=r"not a date: '11/02/2026' \(expected YYYY-MM-DD\)"):
+        as_date("11/02/2026")
+    assert date_range(D1, D3) == [D1, D2, D3]
+    with pytest.raises(ValueError, match="end 2026-11-01 is before start 2026-11-03"):
+        date_range(D3, D1)
+
+
+def test_partitions_committed_by_another_client_are_listed(store):
+    """A long-lived reader (an Airflow worker) sees dates another process committed after it listed."""
+    store.write("events", D1, frame(1))
+    assert store.dates("events") == [D1]
+    options = {} if store.local else {**store.fs.storage_options, "skip_instance_cache": True}
+    other = Storage(store.root_uri, options)
+    assert other.fs is not store.fs or store.local
+    other.write("events", D2, frame(1))
+    assert store.dates("events") == [D1, D2]
+    store.files("events", D1)  # reader has seen D1's manifest ...
+    other.write("events", D1, frame(3, offset=50))  # ... then another run rewrites it
+    assert store.read("events", D1)["item_id"].tolist() == [50, 51, 52]
+
+
+def test_s3_root_configured_through_settings_env(s3_endpoint):
+    from recsys_notify.config import load_settings
+    from recsys_notify.storage import storage_from_settings
+
+    settings = load_settings(environ={
+        "RECSYS__DATA_ROOT": f"s3://recsys-test/{uuid.uuid4().hex}",
+        "RECSYS__STORAGE_OPTIONS__KEY": "testing",
+        "RECSYS__STORAGE_OPTIONS__SECRET": "testing",
+        "RECSYS__STORAGE_OPTIONS__CLIENT_KWARGS__ENDPOINT_URL": s3_endpoint,
+        "RECSYS__STORAGE_OPTIONS__CLIENT_KWARGS__REGION_NAME": "us-east-1",
+    })
+    store = storage_from_settings(settings)
+    assert not store.local
+    assert store.write("events", D1, frame(2)).uri == f"{settings.data_root}/events/dt=20261101"
+    assert store.read("events", D1)["item_id"].tolist() == [0, 1]
