@@ -113,20 +113,25 @@ def test_volumes_are_declared_or_exist_in_the_repo(raw, services):
 
 
 def _settings_fields(model: type, prefix: str = "RECSYS__") -> set[str]:
+    """Env names of every setting; mapping-valued settings end in ``__`` (any key below them is valid)."""
     names = set()
     for field, info in model.model_fields.items():
         sub = info.annotation
         if isinstance(sub, type) and issubclass(sub, Settings.__mro__[1]):
             names |= _settings_fields(sub, f"{prefix}{field.upper()}__")
         else:
-            names.add(f"{prefix}{field.upper()}")
+            names.add(f"{prefix}{field.upper()}" + ("__" if getattr(sub, "__origin__", None) is dict else ""))
     return names
+
+
+def _is_setting(name: str, known: set[str]) -> bool:
+    return name in known or any(k.endswith("__") and name.startswith(k) for k in known)
 
 
 def test_recsys_env_names_are_settings_fields_and_point_at_stack_services(services):
     known = _settings_fields(Settings)
     for name, svc in services.items():
-        unknown = {k for k in _env(svc) if k.startswith("RECSYS__")} - known
+        unknown = {k for k in _env(svc) if k.startswith("RECSYS__") and not _is_setting(k, known)}
         assert not unknown, f"{name} sets env that is not a Settings field: {unknown}"
     worker = _env(services["airflow-worker"])
     settings = load_settings(environ=worker)
@@ -134,8 +139,9 @@ def test_recsys_env_names_are_settings_fields_and_point_at_stack_services(servic
     tracking = urlparse(settings.tracking_uri)
     mlflow_cmd = services["mlflow"]["command"]
     assert tracking.hostname == "mlflow" and str(tracking.port) == mlflow_cmd[mlflow_cmd.index("--port") + 1]
-    assert urlparse(worker["AWS_ENDPOINT_URL_S3"]).hostname == "minio"
-    assert services["mlflow"]["environment"]["MLFLOW_S3_ENDPOINT_URL"] == worker["AWS_ENDPOINT_URL_S3"]
+    endpoint = settings.storage_options["client_kwargs"]["endpoint_url"]
+    assert urlparse(endpoint).hostname == "minio" and "minio" in services
+    assert services["mlflow"]["environment"]["MLFLOW_S3_ENDPOINT_URL"] == worker["AWS_ENDPOINT_URL_S3"] == endpoint
     api = urlparse(worker["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
     assert api.hostname == "airflow-apiserver" and f"{api.port}" in services["airflow-apiserver"]["ports"][0]
     db = urlparse(worker["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
@@ -186,7 +192,7 @@ def test_dockerfile_uses_official_airflow_image_matching_the_pins():
         "the project itself must be installed with the pinned constraints"
 
 
-def test_airflow_container_env_reaches_an_s3_endpoint(services, tmp_path):
+def test_airflow_container_env_reaches_an_s3_endpoint(services):
     """The worker's env (endpoint swapped for a local S3 server) writes and reads a partition in the bucket."""
     import os
     import socket
@@ -196,7 +202,7 @@ def test_airflow_container_env_reaches_an_s3_endpoint(services, tmp_path):
     import boto3
     import pandas as pd
 
-    from recsys_notify.storage import Storage
+    from recsys_notify.storage import storage_from_settings
 
     env = _env(services["airflow-worker"])
     bucket = urlparse(load_settings(environ=env).data_root).hostname
@@ -208,7 +214,9 @@ def test_airflow_container_env_reaches_an_s3_endpoint(services, tmp_path):
         port = sock.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    aws = {k: v for k, v in env.items() if k.startswith("AWS_")} | {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"}
+    local = f"http://127.0.0.1:{port}"
+    aws = {k: v for k, v in env.items() if k.startswith("AWS_")} | {"AWS_ENDPOINT_URL_S3": local}
+    env["RECSYS__STORAGE_OPTIONS__CLIENT_KWARGS__ENDPOINT_URL"] = local
     saved = {k: os.environ.get(k) for k in aws}
     try:
         os.environ.update(aws)
@@ -221,7 +229,7 @@ def test_airflow_container_env_reaches_an_s3_endpoint(services, tmp_path):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.3)
-        storage = Storage(load_settings(environ=env).data_root)
+        storage = storage_from_settings(load_settings(environ=env))
         storage.write("events", "2026-11-14", pd.DataFrame({"user_id": [1, 2]}))
         assert storage.read("events", "2026-11-14")["user_id"].tolist() == [1, 2]
         keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
