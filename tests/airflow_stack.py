@@ -72,6 +72,7 @@ class AirflowStack:
             "AIRFLOW__API__BASE_URL": self.url,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),  # never clash with another Airflow
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
@@ -82,12 +83,13 @@ class AirflowStack:
 
     def _airflow(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env, capture_output=True,
-                              text=True, timeout=timeout, check=True)
+                              text=True, timeout=timeout, check=True, cwd=REPO)
 
     def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         log = open(self.home / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen([sys.executable, "-m", "airflow", *args], env=env or self.env,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                            cwd=REPO)  # settings' relative paths (configs/) resolve here
         log.close()
 
     def start(self, dag_ids: Iterable[str], timeout: float = 300, use_job_schedule: bool = False) -> None:
