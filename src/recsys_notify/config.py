@@ -209,8 +209,12 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     path = path or environ.get("RECSYS_CONFIG")
     data: dict[str, Any] = {}
     if path:
-        text = Path(path).read_text()
-        loaded = yaml.safe_load(text) or {}
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must contain a mapping, got {type(loaded).__name__}")
         data = loaded

@@ -98,6 +98,8 @@ def _coerce(dataset: str, df: pd.DataFrame) -> pd.DataFrame:
             elif dtype == "int64":
                 if not (pd.api.types.is_integer_dtype(series) or pd.api.types.is_float_dtype(series)):
                     raise TypeError(f"expected integers, got {series.dtype}")
+                if pd.api.types.is_float_dtype(series) and (series.dropna() % 1 != 0).any():
+                    raise TypeError("non-integer values (a lossy float cast upstream?)")
                 out[col] = series.astype("Int64") if series.isna().any() else series.astype("int64")
             else:
                 if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
@@ -115,7 +117,11 @@ def _embedding_problems(values: pd.Series, dim: int) -> pd.Series:
         if v is None or (isinstance(v, float) and np.isnan(v)):
             reasons.append("embedding missing")
             continue
-        arr = np.asarray(v, dtype=np.float64)
+        try:
+            arr = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            reasons.append("embedding not numeric")
+            continue
         if arr.ndim != 1 or arr.shape[0] != dim:
             reasons.append(f"embedding length {arr.size} != {dim}")
         elif not np.isfinite(arr).all():

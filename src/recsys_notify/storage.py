@@ -4,8 +4,9 @@ Every step reads and writes through :class:`Storage` so local disks and S3 behav
 
 * a partition is visible only once committed, and a rewrite replaces it whole;
 * each committed partition has a ``_manifest.json`` naming its files and row count;
-* locally the partition is written to a hidden temp directory and renamed into place;
-  on S3 (no rename) files go to a fresh version prefix and the manifest is the commit marker;
+* files go to a fresh version prefix ``v-<uuid>/`` and the manifest is the commit marker
+  (replaced atomically), so a reader never mixes files of two versions: it re-checks the
+  manifest version after reading and retries if the partition was replaced meanwhile;
 * a writer takes a lock per partition, so two concurrent runs for one date cannot interleave:
   the second fails with a message naming the holder.
 """
@@ -29,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 MANIFEST = "_manifest.json"
+READ_ATTEMPTS = 5
 LOCK = "_lock.json"
 DATE_FMT = "%Y%m%d"
 
@@ -134,6 +136,11 @@ class Storage:
             raise MissingPartitionError(
                 f"{dataset} has no partition for {as_date(dt)}: run {_producer_hint(dataset)} for {as_date(dt)} first"
             ) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StorageError(
+                f"corrupt manifest {self.uri(path)} for {dataset} dt={as_date(dt)}: {exc}; "
+                f"rerun {_producer_hint(dataset)} for {as_date(dt)}"
+            ) from None
 
     def files(self, dataset: str, dt: date | str) -> list[str]:
         """Full paths of the committed files of one partition."""
@@ -152,16 +159,32 @@ class Storage:
 
     # ----- reading -----
     def read_table(self, dataset: str, dt: date | str, columns: list[str] | None = None) -> pa.Table:
-        paths = self.files(dataset, dt)
-        tables = []
-        for path in paths:
-            try:
-                tables.append(pq.read_table(path, columns=columns, filesystem=self.fs))
-            except (pa.ArrowInvalid, OSError) as exc:
+        """Read one committed version whole; retry if a concurrent rewrite replaces it mid-read."""
+        base = self.partition_path(dataset, dt)
+        for _ in range(READ_ATTEMPTS):
+            manifest = self.manifest(dataset, dt)
+            tables, failure = [], None
+            for name in manifest["files"]:
+                try:
+                    tables.append(pq.read_table(f"{base}/{name}", columns=columns, filesystem=self.fs))
+                except (pa.ArrowInvalid, OSError) as exc:
+                    failure = (f"{base}/{name}", exc)
+                    break
+            if self._version(dataset, dt) != manifest.get("version"):
+                continue  # replaced while we read: read the new version
+            if failure:
+                path, exc = failure
                 raise StorageError(f"corrupt Parquet file {self.uri(path)} in {dataset} dt={as_date(dt)}: {exc}") from exc
-        if not tables:
-            return pa.table({})
-        return pa.concat_tables(tables, promote_options="default")
+            if not tables:
+                return pa.table({})
+            return pa.concat_tables(tables, promote_options="default")
+        raise StorageError(f"{dataset} dt={as_date(dt)} was replaced {READ_ATTEMPTS} times while being read; retry")
+
+    def _version(self, dataset: str, dt: date | str) -> str | None:
+        try:
+            return self.manifest(dataset, dt).get("version")
+        except StorageError:
+            return None
 
     def read(self, dataset: str, dt: date | str, columns: list[str] | None = None) -> pd.DataFrame:
         return self.read_table(dataset, dt, columns).to_pandas()
@@ -203,10 +226,7 @@ class Storage:
         target = self.partition_path(dataset, day)
         chunks = _as_chunks(data)
         with self._lock(dataset, day):
-            if self.local:
-                rows = self._write_local(target, chunks, metadata)
-            else:
-                rows = self._write_versioned(target, chunks, metadata)
+            rows = self._write_versioned(target, chunks, metadata)
         return WriteResult(dataset, day, rows, self.uri(target))
 
     def delete(self, dataset: str, dt: date | str) -> None:
@@ -236,40 +256,38 @@ class Storage:
         }
         return rows, manifest
 
-    def _write_local(self, target: str, chunks: Iterator[pa.Table], metadata: dict[str, Any] | None) -> int:
-        parent, name = target.rsplit("/", 1)
-        tmp = f"{parent}/.tmp-{name}-{uuid.uuid4().hex}"
-        old = f"{parent}/.old-{name}-{uuid.uuid4().hex}"
-        try:
-            rows, manifest = self._write_files(tmp, chunks, metadata)
-            _write_json(self.fs, f"{tmp}/{MANIFEST}", manifest)
-            if os.path.exists(target):
-                os.rename(target, old)
-            os.rename(tmp, target)
-        except BaseException:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp, recursive=True)
-            if os.path.exists(old) and not os.path.exists(target):
-                os.rename(old, target)
-            raise
-        if os.path.exists(old):
-            self.fs.rm(old, recursive=True)
-        return rows
-
     def _write_versioned(self, target: str, chunks: Iterator[pa.Table], metadata: dict[str, Any] | None) -> int:
+        """Write files under a new version prefix, commit by replacing the manifest, then drop old versions.
+
+        Runs under the partition lock, so anything else in the partition directory is an older version
+        or debris of a killed writer and is removed after the commit.
+        """
         version = f"v-{uuid.uuid4().hex}"
+        had_manifest = self.fs.exists(f"{target}/{MANIFEST}")
         try:
             rows, manifest = self._write_files(f"{target}/{version}", chunks, metadata, prefix=f"{version}/")
-            _write_json(self.fs, f"{target}/{MANIFEST}", manifest)
+            manifest["version"] = version
+            self._commit_manifest(target, manifest)
         except BaseException:
             if self.fs.exists(f"{target}/{version}"):
                 self.fs.rm(f"{target}/{version}", recursive=True)
+            if not had_manifest and self.local and os.path.isdir(target) and not os.listdir(target):
+                os.rmdir(target)
             raise
         for entry in self.fs.ls(target, detail=False):
             leaf = entry.rstrip("/").rsplit("/", 1)[-1]
-            if leaf.startswith("v-") and leaf != version:
+            if leaf not in (version, MANIFEST):
                 self.fs.rm(entry, recursive=True)
         return rows
+
+    def _commit_manifest(self, target: str, manifest: dict[str, Any]) -> None:
+        """Publish the manifest atomically (local: write aside + rename; object stores: one PUT)."""
+        if not self.local:
+            _write_json(self.fs, f"{target}/{MANIFEST}", manifest)
+            return
+        tmp = f"{target}/.manifest-{uuid.uuid4().hex}.tmp"
+        _write_json(self.fs, tmp, manifest)
+        os.replace(tmp, f"{target}/{MANIFEST}")
 
     @contextmanager
     def _lock(self, dataset: str, day: date) -> Iterator[None]:
@@ -308,8 +326,23 @@ class Storage:
                 since = float(json.load(fh).get("since", 0))
         except (FileNotFoundError, ValueError, json.JSONDecodeError):
             return
-        if time.time() - since > self.lock_stale_s:
+        if time.time() - since > self.lock_stale_s or (self.local and _holder_dead(path)):
             self.fs.rm(path)
+
+
+def _holder_dead(path: str) -> bool:
+    """True when a local lock names a process on this host that no longer exists (killed mid-write)."""
+    try:
+        with open(path) as fh:
+            info = json.load(fh)
+        if info.get("host") != socket.gethostname():
+            return False
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return False
 
 
 def _read_lock(path: str) -> str:
