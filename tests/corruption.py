@@ -211,6 +211,8 @@ class KillSimulated(RuntimeError):
 def debris(storage: Storage, dataset: str) -> list[str]:
     """What a write left besides committed data: locks, temp manifests, unreferenced versions, uncommitted dirs.
 
+    The version a commit replaced is not debris: it is kept for readers still on it until the next commit.
+
     Must be empty after any write that returned or raised; a killed writer may leave some, which readers
     ignore and the next write of that date removes.
     """
@@ -226,7 +228,8 @@ def debris(storage: Storage, dataset: str) -> list[str]:
         committed = storage.fs.exists(f"{entry}/{MANIFEST}")
         keep = {MANIFEST}
         if committed:
-            keep |= {f.split("/", 1)[0] for f in storage.manifest(dataset, name[3:])["files"]}
+            manifest = storage.manifest(dataset, name[3:])
+            keep |= {f.split("/", 1)[0] for f in manifest["files"]} | {manifest.get("previous")}
         found += [f"{name}/{leaf}" for leaf in (e.rstrip("/").rsplit("/", 1)[-1] for e in storage.fs.ls(entry, detail=False))
                   if leaf not in keep]
         if not committed and not storage.fs.ls(entry, detail=False):

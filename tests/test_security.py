@@ -163,9 +163,10 @@ def dag_param_problems(dag_folder: Path) -> tuple[int, list[str]]:
                 continue
             if not param.description:
                 problems.append(f"{dag_id}.{name}: no description")
-            first = types[0] if isinstance(types, list) else types
-            if "null" in (types if isinstance(types, list) else [types]) and len(types) == 1:
+            concrete = [t for t in (types if isinstance(types, list) else [types]) if t != "null"]
+            if not concrete:
                 continue
+            first = concrete[0]
             try:
                 param.resolve(WRONG_TYPE[first])
                 problems.append(f"{dag_id}.{name}: accepts {WRONG_TYPE[first]!r} although typed {types}")

@@ -113,8 +113,11 @@ def test_chunked_write_and_whole_replace(store):
     store.write("pairs", D1, frame(2, offset=100))
     assert store.read("pairs", D1)["item_id"].tolist() == [100, 101]
     assert len(store.files("pairs", D1)) == 1
+    first = store.manifest("pairs", D1)["previous"]
+    store.write("pairs", D1, frame(1, offset=200))
     leftovers = [p for p in store.fs.find(store.partition_path("pairs", D1)) if "part-" in p]
-    assert len(leftovers) == 1  # the replaced files are gone, not just unreferenced
+    assert len(leftovers) == 2  # current + the one it replaced (kept for readers still on it) ...
+    assert not any(f"/{first}/" in p for p in leftovers)  # ... older versions are gone, not just unreferenced
 
 
 def test_failed_write_keeps_old_partition_and_leaves_no_temp_files(store):

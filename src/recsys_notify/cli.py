@@ -102,6 +102,96 @@ def _partitions(args: argparse.Namespace, settings: Any, storage: Storage) -> An
     return [d.isoformat() for d in storage.dates(args.dataset)]
 
 
+def _notify_args(p: argparse.ArgumentParser) -> None:
+    add_dates(p)
+    p.add_argument("--holdout-percent", type=float, help="override notifications.holdout_percent")
+    p.add_argument("--k-neighbours", type=int, help="override notifications.k_neighbours")
+    p.add_argument("--min-candidates", type=int, help="override notifications.min_candidates")
+    p.add_argument("--no-medoid-policy", choices=["popular", "none"], help="override notifications.no_medoid_policy")
+    p.add_argument("--no-short-term", action="store_true", help="do not seed with yesterday's positive items")
+    p.add_argument("--no-champion", action="store_true", help="rank with the transparent scorer only")
+    p.add_argument("--no-eval", action="store_true", help="skip next-day evaluation and MLflow logging")
+
+
+@command("notify", "choose, render and write the day's notifications (outbox + delivery log), then evaluate",
+         _notify_args)
+def _notify(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+    from recsys_notify.notify import notify
+    from recsys_notify.notify.evaluation import evaluate_and_track
+
+    params = {k: v for k, v in {"holdout_percent": args.holdout_percent, "k_neighbours": args.k_neighbours,
+                                "min_candidates": args.min_candidates, "no_medoid_policy": args.no_medoid_policy,
+                                "short_term_enabled": False if args.no_short_term else None,
+                                "use_champion": False if args.no_champion else None}.items() if v is not None}
+
+    def one_day(day: date) -> dict[str, Any]:
+        stats = notify(storage, settings, day, params)
+        result = {k: v for k, v in stats.items() if k != "lineage"}
+        if not args.no_eval:
+            result["evaluation"] = evaluate_and_track(storage, settings, day, params)
+        return result
+
+    return for_each_day(args, one_day)
+
+
+def _user_medoids_args(p: argparse.ArgumentParser) -> None:
+    add_dates(p)
+    p.add_argument("--algorithm", choices=["dbscan", "hdbscan", "pinnersage"], help="default: user_medoids.algorithm")
+    p.add_argument("--seed", type=int, help="sampling seed (default: user_medoids.seed)")
+    p.add_argument("--shard", type=int, help="compute only this shard (then run with --combine)")
+    p.add_argument("--combine", action="store_true", help="only commit user_medoids from existing shard outputs")
+    p.add_argument("--no-track", action="store_true", help="skip the MLflow run")
+
+
+@command("user-medoids", "refresh user medoids (all shards then combine, or one step)", _user_medoids_args)
+def _user_medoids(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+    from recsys_notify import user_medoids as um
+
+    def step(day: date) -> Any:
+        if args.shard is not None:
+            return um.run_shard(storage, settings, day, args.shard, None, args.algorithm, args.seed)
+        if args.combine:
+            return um.combine(storage, settings, day, track=not args.no_track)
+        return um.refresh(storage, settings, day, args.algorithm, args.seed, track=not args.no_track)
+
+    return for_each_day(args, step)
+
+
+def _global_medoids_args(p: argparse.ArgumentParser) -> None:
+    add_dates(p)
+    p.add_argument("--replace", action="append", default=[], metavar="CLUSTER:ITEM[:LANG]",
+                   help="pin ITEM as representative of CLUSTER (optionally for language LANG); repeatable")
+    p.add_argument("--block", action="append", default=[], type=int, metavar="ITEM", help="block an item; repeatable")
+    p.add_argument("--revoke", action="append", default=[], metavar="OVERRIDE_ID", help="end an override; repeatable")
+    p.add_argument("--reason", default="", help="why (required with overrides)")
+    p.add_argument("--expires", help="last day the overrides apply (YYYY-MM-DD)")
+    p.add_argument("--requested-by", default=None, help="who asks (default: $USER)")
+    p.add_argument("--check-only", action="store_true", help="validate the override options and stop")
+    p.add_argument("--no-track", action="store_true", help="skip the MLflow run")
+
+
+@command("global-medoids", "refresh global medoids, templates and apply ops overrides", _global_medoids_args)
+def _global_medoids(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+    import getpass
+
+    from recsys_notify import global_medoids as gm
+    from recsys_notify.overrides import parse_request
+
+    replace = []
+    for spec in args.replace:
+        parts = spec.split(":")
+        if len(parts) not in (2, 3):
+            raise ValueError(f"--replace {spec!r}: expected CLUSTER:ITEM or CLUSTER:ITEM:LANG")
+        replace.append({"cluster_id": parts[0], "item_id": parts[1], **({"language": parts[2]} if len(parts) == 3 else {})})
+    request = parse_request({"replace_representatives": replace, "block_items": args.block,
+                             "revoke_overrides": args.revoke, "reason": args.reason, "expires": args.expires,
+                             "requested_by": args.requested_by}, default_user=getpass.getuser())
+    if args.check_only:
+        return for_each_day(args, lambda day: gm.check_request(storage, settings, day, request))
+    return for_each_day(args, lambda day: gm.refresh(storage, settings, day, request, run_id="cli",
+                                                     track=not args.no_track))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys-notify", description=__doc__)
     parser.add_argument("--config", help="YAML config file (default: $RECSYS_CONFIG)")

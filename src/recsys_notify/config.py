@@ -73,6 +73,10 @@ class GlobalMedoidSettings(_Strict):
     niter: int = Field(20, ge=1)
     seed: int = 0
     silhouette_sample: int = Field(5000, ge=10)
+    match_max_distance: float = Field(0.5, gt=0, le=2)  # cosine distance above which a cluster gets a new id
+    templates_path: str = "configs/templates.yaml"
+    template_keywords: int = Field(3, ge=1)
+    template_variants: int = Field(3, ge=1, le=3)
 
     @field_validator("schedule")
     @classmethod
@@ -99,6 +103,24 @@ class NotificationSettings(_Strict):
     short_term_enabled: bool = True
     no_medoid_policy: Literal["popular", "none"] = "popular"
     seed: int = 0
+    # candidate generation and fallbacks
+    items_per_cluster: int = Field(4, ge=1)
+    candidates_per_seed: int = Field(8, ge=1)
+    more_neighbours: int = Field(30, ge=1)
+    popular_k: int = Field(50, ge=1)
+    popularity_days: int = Field(7, ge=1)
+    cold_start_days: int = Field(2, ge=1)
+    cold_start_k: int = Field(5, ge=1)
+    short_term_items: int = Field(3, ge=1)
+    positive_completion: float = Field(0.9, ge=0)
+    unengaged_lookback_days: int = Field(90, ge=1)
+    # transparent ranking: affinity x log(2 + popularity) x (1 + boost * exp(-age_days / freshness_days))
+    freshness_days: float = Field(3.0, gt=0)
+    freshness_boost: float = Field(1.0, ge=0)
+    use_champion: bool = True
+    shard_users: int = Field(100_000, ge=1)
+    thumbnail_uri: str = "s3://recsys-media/thumbnails/{item_id}.jpg"
+    experiment: str = "notifications"
 
 
 class TwoTowerSettings(_Strict):

@@ -51,6 +51,7 @@ PRODUCERS: dict[str, str] = {
     "overrides": "the global_medoids DAG (`recsys-notify global-medoids`)",
     "outbox": "the notifications DAG (`recsys-notify notify`)",
     "delivery_log": "the notifications DAG (`recsys-notify notify`)",
+    "delivery_feedback": "the notifications DAG (`recsys-notify notify`)",
 }
 
 

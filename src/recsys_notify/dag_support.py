@@ -39,3 +39,8 @@ def run_date(context: Any) -> date:
     if not days:
         raise ValueError("run has no logical date and no triggering asset event carries extra['dt']")
     return max(date.fromisoformat(d) for d in days)
+
+
+# Assets the medoid DAGs emit (with ``extra={"dt": "YYYY-MM-DD"}``) and the notifications DAG waits for.
+USER_MEDOIDS_ASSET = "recsys://user_medoids"
+GLOBAL_MEDOIDS_ASSET = "recsys://global_medoids"

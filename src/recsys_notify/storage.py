@@ -159,21 +159,23 @@ class Storage:
 
     # ----- reading -----
     def read_table(self, dataset: str, dt: date | str, columns: list[str] | None = None) -> pa.Table:
-        """Read one committed version whole; retry if a concurrent rewrite replaces it mid-read."""
+        """Read one committed version whole.
+
+        A rewrite keeps the previous version's files until the next commit, so a reader that started on
+        the old manifest still reads it completely; only two rewrites during one read make it start over.
+        """
         base = self.partition_path(dataset, dt)
         for _ in range(READ_ATTEMPTS):
             manifest = self.manifest(dataset, dt)
-            tables, failure = [], None
-            for name in manifest["files"]:
-                try:
-                    tables.append(pq.read_table(f"{base}/{name}", columns=columns, filesystem=self.fs))
-                except (pa.ArrowInvalid, OSError) as exc:
-                    failure = (f"{base}/{name}", exc)
-                    break
-            if self._version(dataset, dt) != manifest.get("version"):
-                continue  # replaced while we read: read the new version
-            if failure:
-                path, exc = failure
+            path = base
+            try:
+                tables = []
+                for name in manifest["files"]:
+                    path = f"{base}/{name}"
+                    tables.append(pq.read_table(path, columns=columns, filesystem=self.fs))
+            except (pa.ArrowInvalid, OSError) as exc:
+                if isinstance(exc, FileNotFoundError) and self._version(dataset, dt) != manifest.get("version"):
+                    continue  # our version was dropped by two newer commits: read the current one
                 raise StorageError(f"corrupt Parquet file {self.uri(path)} in {dataset} dt={as_date(dt)}: {exc}") from exc
             if not tables:
                 return pa.table({})
@@ -181,9 +183,13 @@ class Storage:
         raise StorageError(f"{dataset} dt={as_date(dt)} was replaced {READ_ATTEMPTS} times while being read; retry")
 
     def _version(self, dataset: str, dt: date | str) -> str | None:
+        return self._version_at(self.partition_path(dataset, dt))
+
+    def _version_at(self, target: str) -> str | None:
         try:
-            return self.manifest(dataset, dt).get("version")
-        except StorageError:
+            with self.fs.open(f"{target}/{MANIFEST}", "r") as fh:
+                return json.load(fh).get("version")
+        except (FileNotFoundError, ValueError):
             return None
 
     def read(self, dataset: str, dt: date | str, columns: list[str] | None = None) -> pd.DataFrame:
@@ -260,13 +266,16 @@ class Storage:
         """Write files under a new version prefix, commit by replacing the manifest, then drop old versions.
 
         Runs under the partition lock, so anything else in the partition directory is an older version
-        or debris of a killed writer and is removed after the commit.
+        or debris of a killed writer. The version just replaced is kept (for readers still on it) until
+        the next commit; everything older is removed.
         """
         version = f"v-{uuid.uuid4().hex}"
         had_manifest = self.fs.exists(f"{target}/{MANIFEST}")
+        previous = self._version_at(target) if had_manifest else None
         try:
             rows, manifest = self._write_files(f"{target}/{version}", chunks, metadata, prefix=f"{version}/")
             manifest["version"] = version
+            manifest["previous"] = previous
             self._commit_manifest(target, manifest)
         except BaseException:
             if self.fs.exists(f"{target}/{version}"):
@@ -276,7 +285,7 @@ class Storage:
             raise
         for entry in self.fs.ls(target, detail=False):
             leaf = entry.rstrip("/").rsplit("/", 1)[-1]
-            if leaf not in (version, MANIFEST):
+            if leaf not in (version, previous, MANIFEST):
                 self.fs.rm(entry, recursive=True)
         return rows
 

@@ -1,0 +1,174 @@
+"""Global medoids: stable ids, exact language-aware representatives, overrides (validation, persistence, expiry)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys_notify import global_medoids as gm
+from recsys_notify import overrides as ovr
+from recsys_notify import user_medoids as um
+from recsys_notify.config import load_settings
+from recsys_notify.embeddings import l2_normalize
+
+DAY = date(2026, 11, 14)
+
+
+@pytest.fixture
+def refreshed(world):
+    """Small world with user medoids for DAY and k=12 global clusters."""
+    settings = load_settings(environ={"RECSYS__DATA_ROOT": str(world.root), "RECSYS__GLOBAL_MEDOIDS__K": "12"})
+    um.refresh(world, settings, DAY, shards=1, track=False)
+    return world, settings
+
+
+def test_match_ids_recovers_permuted_previous_ids():
+    rng = np.random.default_rng(0)
+    prev = l2_normalize(rng.normal(size=(6, 16)).astype(np.float32))
+    prev_ids = np.array([10, 11, 12, 13, 14, 20])
+    perm = rng.permutation(6)
+    new = l2_normalize(prev[perm] + rng.normal(0, 0.01, (6, 16)).astype(np.float32))
+    extra = l2_normalize(rng.normal(size=(1, 16)).astype(np.float32))
+    ids, quality = gm.match_ids(np.vstack([new, extra]), np.ones(7), prev_ids, prev, max_distance=0.3)
+    assert ids[:6].tolist() == prev_ids[perm].tolist()
+    assert ids[6] == 21 and quality["matched"] == 6 and quality["new_clusters"] == 1
+    assert 0 < quality["centroid_drift_mean"] < 0.01
+
+
+def test_representatives_are_exact_medoids_per_language_and_skip_blocked():
+    rng = np.random.default_rng(1)
+    X = l2_normalize(rng.normal(size=(30, 8)).astype(np.float32) + np.r_[np.ones(8) * 2])
+    clusters = np.repeat([5, 9], 15)
+    langs = np.array(["en", "es", "en"] * 10)
+    items = np.arange(30) + 100
+    blocked = np.zeros(30, bool)
+    reps = gm.representatives(clusters, X, items, langs, blocked)
+    for (c, lang), row in reps.set_index(["cluster_id", "language"]).iterrows():
+        members = np.flatnonzero(clusters == c)
+        cands = members if lang == "*" else members[langs[members] == lang]
+        cost = (1 - X[cands] @ X[members].T).sum(axis=1)
+        assert row["item_id"] == items[cands[np.argmin(cost)]]
+    assert set(reps["language"]) == {"*", "en", "es"}
+    best = int(reps[(reps.cluster_id == 5) & (reps.language == "*")]["item_id"].iloc[0])
+    blocked[best - 100] = True
+    again = gm.representatives(clusters, X, items, langs, blocked)
+    assert best not in set(again["item_id"])
+
+
+def test_refresh_keeps_ids_stable_and_writes_outputs(refreshed):
+    storage, settings = refreshed
+    first = gm.refresh(storage, settings, DAY, track=False)
+    second = gm.refresh(storage, settings, DAY + timedelta(days=1), track=False)  # same user medoids
+    assert second["match_rate"] == 1.0 and second["centroid_drift_max"] < 1e-4
+    a = storage.read("global_medoids", DAY)
+    b = storage.read("global_medoids", DAY + timedelta(days=1))
+    pd.testing.assert_frame_equal(a[["cluster_id", "language", "item_id"]], b[["cluster_id", "language", "item_id"]])
+    clusters = storage.read("global_clusters", DAY)
+    assert clusters["item_id"].is_unique and set(clusters["item_id"]) == set(storage.read("user_medoids", DAY).item_id)
+    assert len(np.stack(a["vector"].to_numpy())[0]) == settings.embedding.trimmed_dim
+    assert set(a["source"]) == {"kmeans"} and first["clusters"] == 12
+    templates = storage.read("templates", DAY)
+    assert set(templates["cluster_id"]) == set(a["cluster_id"])
+
+
+def _two_items(storage, cluster_id: int) -> tuple[int, int, str]:
+    clusters = storage.read("global_clusters", DAY)
+    reps = storage.read("global_medoids", DAY)
+    current = int(reps[(reps.cluster_id == cluster_id) & (reps.language == "*")]["item_id"].iloc[0])
+    other = int(clusters[(clusters.cluster_id == cluster_id) & (clusters.item_id != current)]["item_id"].iloc[0])
+    lang = storage.read_upto("items", DAY).set_index("item_id").loc[other, "language"]
+    return current, other, lang
+
+
+def test_override_survives_next_refresh_until_expiry(refreshed):
+    storage, settings = refreshed
+    gm.refresh(storage, settings, DAY, track=False)
+    _, pick, _ = _two_items(storage, 2)
+    day1, day2, day3 = (DAY + timedelta(days=i) for i in (1, 2, 3))
+    req = ovr.parse_request({"replace_representatives": [{"cluster_id": 2, "item_id": pick}],
+                             "reason": "launch", "requested_by": "ana", "expires": day2.isoformat()})
+    gm.refresh(storage, settings, day1, req, run_id="manual__1", track=False)
+
+    def star(day):
+        reps = storage.read("global_medoids", day)
+        return reps[(reps.cluster_id == 2) & (reps.language == "*")].iloc[0]
+
+    assert (star(day1)["item_id"], star(day1)["source"]) == (pick, "override")
+    gm.refresh(storage, settings, day2, track=False)  # plain refresh: override still in force
+    assert (star(day2)["item_id"], star(day2)["source"]) == (pick, "override")
+    gm.refresh(storage, settings, day3, track=False)  # past expiry
+    assert star(day3)["source"] == "kmeans"
+    audit = storage.read("overrides", day3)
+    assert audit[["action", "requested_by", "reason", "run_id", "expires"]].iloc[0].tolist() == [
+        "replace", "ana", "launch", "manual__1", day2.isoformat()]
+
+
+def test_block_and_revoke(refreshed):
+    storage, settings = refreshed
+    gm.refresh(storage, settings, DAY, track=False)
+    current, _, _ = _two_items(storage, 1)
+    day1, day2 = DAY + timedelta(days=1), DAY + timedelta(days=2)
+    gm.refresh(storage, settings, day1, ovr.parse_request({"block_items": [current], "reason": "takedown",
+                                                            "requested_by": "ops"}), track=False)
+    assert current not in set(storage.read("global_medoids", day1)["item_id"])
+    oid = storage.read("overrides", day1)["override_id"].iloc[0]
+    gm.refresh(storage, settings, day2, ovr.parse_request({"revoke_overrides": [oid], "reason": "appeal ok",
+                                                            "requested_by": "ops"}), track=False)
+    assert current in set(storage.read("global_medoids", day2)["item_id"])
+    audit = storage.read("overrides", day2)
+    assert audit.set_index("override_id").loc[oid, "revoked_dt"] == day2.isoformat()
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"replace_representatives": [{"cluster_id": 2, "item_id": 999_999_999}]}, "does not exist"),
+    ({"replace_representatives": [{"cluster_id": 2, "item_id": "PICK"}], "block_items": ["PICK"]}, "is blocked"),
+    ({"replace_representatives": [{"cluster_id": 2, "item_id": "PICK", "language": "OTHER"}]}, "is in language"),
+    ({"replace_representatives": [{"cluster_id": 4242, "item_id": "PICK"}]}, "do not exist in this refresh"),
+    ({"expires": "2020-01-01", "block_items": ["PICK"]}, "before the run date"),
+])
+def test_invalid_override_params_fail_before_writing(refreshed, params, message):
+    storage, settings = refreshed
+    gm.refresh(storage, settings, DAY, track=False)
+    _, pick, lang = _two_items(storage, 2)
+    other_lang = "ja" if lang != "ja" else "ko"
+
+    def fill(value):
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return {"PICK": pick, "OTHER": other_lang}.get(value, value) if isinstance(value, str) else value
+
+    request = ovr.parse_request({**fill(params), "reason": "x", "requested_by": "y"})
+    day1 = DAY + timedelta(days=1)
+    before = {d: storage.dates(d) for d in ("global_medoids", "global_clusters", "templates", "overrides")}
+    with pytest.raises(ovr.OverrideError, match=message):
+        gm.check_request(storage, settings, day1, request)
+    with pytest.raises(ovr.OverrideError, match=message):
+        gm.refresh(storage, settings, day1, request, track=False)
+    assert {d: storage.dates(d) for d in before} == before
+
+
+def test_override_params_need_reason_and_user():
+    with pytest.raises(ovr.OverrideError, match="reason is required"):
+        ovr.parse_request({"block_items": [1], "requested_by": "x"})
+    with pytest.raises(ovr.OverrideError, match="requested_by is required"):
+        ovr.parse_request({"block_items": [1], "reason": "x"})
+    assert ovr.parse_request({"block_items": [1], "reason": "x"}, default_user="admin").requested_by == "admin"
+    with pytest.raises(ovr.OverrideError, match="not a date"):
+        ovr.parse_request({"expires": "soon"})
+    with pytest.raises(ovr.OverrideError, match="missing item_id"):
+        ovr.parse_request({"replace_representatives": [{"cluster_id": 1}]})
+
+
+def test_global_dag_rejects_invalid_params_in_trigger_form(airflow_db, settings_env):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    from tests.test_medoid_dags import _load
+
+    dag = _load("global_medoids")
+    with pytest.raises(ParamValidationError):
+        dag.test(run_conf={"replace_representatives": [{"cluster_id": -1, "item_id": 3}]})
