@@ -41,16 +41,16 @@ def _runs(dag, after: datetime, n: int = 3) -> list[datetime]:
     return out
 
 
-@pytest.mark.parametrize("schedule, expected", [
-    ("@daily", ["2026-11-02", "2026-11-03", "2026-11-04"]),
-    ("0 6 * * 1", ["2026-11-02T06", "2026-11-09T06", "2026-11-16T06"]),
+@pytest.mark.parametrize("schedule, cron, expected", [
+    ("@daily", "0 0 * * *", ["2026-11-02", "2026-11-03", "2026-11-04"]),
+    ("0 6 * * 1", "0 6 * * 1", ["2026-11-02T06", "2026-11-09T06", "2026-11-16T06"]),
 ])
-def test_schedule_setting_drives_the_timetable(settings_env, schedule, expected):
+def test_schedule_setting_drives_the_timetable(settings_env, schedule, cron, expected):
     default, errors = _parse(settings_env)
     assert not errors, errors
     changed, errors = _parse(settings_env, global_medoids__schedule=schedule)
     assert not errors, errors
-    assert _timetable(changed).summary == schedule != _timetable(default).summary
+    assert _timetable(changed).summary == cron != _timetable(default).summary
     after = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
     got = [d.isoformat() for d in _runs(changed, after)]
     assert [g[: len(e)] for g, e in zip(got, expected)] == expected
