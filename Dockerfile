@@ -13,4 +13,6 @@ RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/wh
 
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 plugins /opt/airflow/plugins
+# Settings' relative paths (configs/templates.yaml, configs/two_tower) resolve against the working directory.
+COPY --chown=airflow:0 configs /opt/airflow/configs
 WORKDIR /opt/airflow

@@ -109,7 +109,7 @@ def test_volumes_are_declared_or_exist_in_the_repo(raw, services):
                 assert source in declared, f"{name} uses undeclared volume {source}"
     for name in AIRFLOW_COMMANDS:
         mounts = {v.split(":")[1] for v in services[name]["volumes"]}
-        assert {"/opt/airflow/dags", "/opt/airflow/plugins", "/opt/airflow/logs"} <= mounts
+        assert {"/opt/airflow/dags", "/opt/airflow/plugins", "/opt/airflow/configs", "/opt/airflow/logs"} <= mounts
 
 
 def _settings_fields(model: type, prefix: str = "RECSYS__") -> set[str]:
