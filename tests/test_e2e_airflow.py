@@ -32,6 +32,9 @@ SETTINGS_ENV = {
     "RECSYS__GEM__EPOCHS": "2",
 }
 CONF = {"two_tower_retrain": {"experiments": ["dedup_user_history"], "epochs": 1}}
+_MISSING = [d for d in CHAIN if not (REPO / "dags" / f"{d}.py").exists()]
+if _MISSING:
+    pytestmark.append(pytest.mark.skip(reason=f"DAG files not added yet: {_MISSING}"))
 
 
 def iso(day: date) -> str:
