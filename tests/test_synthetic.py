@@ -18,7 +18,14 @@ CFG = GeneratorConfig(**SMALL_WORLD)
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Committed Parquet bytes by ``dataset/dt=.../part-NNNNN`` (version prefixes are random by design)."""
+    store = Storage(str(root))
+    out = {}
+    for dataset in sorted(p.name for p in root.iterdir() if p.is_dir()):
+        for day in store.dates(dataset):
+            for path in store.files(dataset, day):
+                out[f"{dataset}/dt={day:%Y%m%d}/{path.rsplit('/', 1)[-1]}"] = Path(path).read_bytes()
+    return out
 
 
 def test_same_seed_gives_byte_identical_partitions(tmp_path):

@@ -102,6 +102,84 @@ def _partitions(args: argparse.Namespace, settings: Any, storage: Storage) -> An
     return [d.isoformat() for d in storage.dates(args.dataset)]
 
 
+def _mine_pairs_args(p: argparse.ArgumentParser) -> None:
+    add_dates(p)
+    p.add_argument("--window-days", type=int, help="override pair_mining.window_days")
+    p.add_argument("--min-clients", type=int, help="override pair_mining.min_clients")
+    p.add_argument("--max-positives-per-client", type=int, help="override pair_mining.max_positives_per_client")
+    p.add_argument("--engine", choices=["duckdb", "spark"], help="override pair_mining.engine")
+
+
+@command("mine-pairs", "mine positive/negative item pairs (pair_interactions, pair_items, pairs)", _mine_pairs_args)
+def _mine_pairs(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+    from recsys_notify.config import with_overrides
+    from recsys_notify.pair_mining import mine_pairs
+
+    settings = with_overrides(settings, "pair_mining", window_days=args.window_days, min_clients=args.min_clients,
+                              max_positives_per_client=args.max_positives_per_client, engine=args.engine)
+    return for_each_day(args, lambda day: mine_pairs(storage, day, settings))
+
+
+def _experiments_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["sweep", "compare", "list"],
+                   help="sweep: train + gate experiments; compare: tracker table from MLflow; list: known configs")
+    add_dates(p)
+    p.add_argument("--experiments", nargs="+", help="experiment names (default: every config)")
+    p.add_argument("--epochs", type=int, help="override the configs' epochs (quick sweeps)")
+
+
+@command("experiments", "two-tower experiment sweep / MLflow comparison table", _experiments_args)
+def _experiments(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+    from recsys_notify.two_tower.config import available_experiments
+    from recsys_notify.two_tower.retrain import compare_table, format_table, retrain
+
+    if args.action == "list":
+        return available_experiments(settings.two_tower.configs_dir)
+    if args.action == "compare":
+        print(format_table(compare_table(settings, args.date)))
+        return None
+    overrides = {"epochs": args.epochs} if args.epochs else None
+    return for_each_day(args, lambda d: retrain(storage, d, settings, args.experiments, overrides))
+
+
+def _train_two_tower_args(p: argparse.ArgumentParser) -> None:
+    add_dates(p)
+    p.add_argument("--experiment", required=True, help="experiment config name under two_tower.configs_dir")
+    p.add_argument("--epochs", type=int, help="override the config's epochs")
+
+
+@command("train-two-tower", "train one two-tower experiment validated on --date, register and gate it",
+         _train_two_tower_args)
+def _train_two_tower(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+    from recsys_notify.two_tower.retrain import retrain
+
+    overrides = {"epochs": args.epochs} if args.epochs else None
+    return for_each_day(args, lambda d: retrain(storage, d, settings, [args.experiment], overrides))
+
+
+def _train_gem_args(p: argparse.ArgumentParser) -> None:
+    add_dates(p)
+    p.add_argument("--objective", choices=["pairs", "als"], help="default: gem.objective from config")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--out-dim", type=int)
+    p.add_argument("--bucket-balance", type=float)
+    p.add_argument("--negative-weight", type=float)
+    p.add_argument("--holdout-fraction", type=float)
+    p.add_argument("--seed", type=int)
+
+
+@command("train-gem", "train the generic embedding model and write gem_embeddings (after mine-pairs)", _train_gem_args)
+def _train_gem(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+    from recsys_notify.gem.training import train_gem
+
+    names = ["objective", "epochs", "batch_size", "learning_rate", "out_dim", "bucket_balance", "negative_weight",
+             "holdout_fraction", "seed"]
+    overrides = {n: getattr(args, n) for n in names}
+    return for_each_day(args, lambda day: train_gem(storage, day, settings, **overrides))
+
+
 def _notify_args(p: argparse.ArgumentParser) -> None:
     add_dates(p)
     p.add_argument("--holdout-percent", type=float, help="override notifications.holdout_percent")

@@ -46,9 +46,22 @@ class PairMiningSettings(_Strict):
     max_positive_share: float = Field(0.9, gt=0, le=1)
     min_clients: int = Field(2, ge=1)
     max_positives_per_client: int = Field(200, ge=2)
+    sample_seed: int = 0
+    max_unknown_item_share: float = Field(0.05, ge=0, le=1)
     similarity_edges: list[float] = Field(default_factory=lambda: [-1.0, 0.2, 0.5, 0.8, 1.0001])
     engine: Literal["duckdb", "spark"] = "duckdb"
     spark_master: str = "local[*]"
+    spark_remote: str | None = None  # Spark Connect URL (sc://host:15002); wins over spark_master
+    spark_conf: dict[str, str] = Field(default_factory=dict)
+    duckdb_memory_limit: str | None = None  # e.g. "8GB"; DuckDB spills to a temp dir beyond it
+    duckdb_threads: int | None = Field(None, ge=1)
+
+    @field_validator("similarity_edges")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if len(v) < 2 or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError("similarity_edges must be at least two strictly increasing values")
+        return v
 
 
 class UserMedoidSettings(_Strict):
@@ -133,10 +146,37 @@ class TwoTowerSettings(_Strict):
 
 
 class GemSettings(_Strict):
+    """Generic embedding model: content embedding -> collaborative space (see docs/gem.md)."""
+
     objective: Literal["pairs", "als"] = "pairs"
     out_dim: int = Field(128, gt=0)
     epochs: int = Field(20, ge=1)
     seed: int = 0
+    experiment: str = "gem"
+    schedule: str = "@daily"
+    hidden_dim: int = Field(256, gt=0)
+    batch_size: int = Field(512, ge=8)
+    learning_rate: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    temperature: float = Field(0.05, gt=0, le=1)
+    negative_weight: float = Field(0.5, ge=0)
+    bucket_balance: float = Field(0.25, ge=0, le=1)
+    holdout_fraction: float = Field(0.1, gt=0, lt=1)
+    eval_k: int = Field(20, ge=1)
+    max_eval_items: int = Field(2000, ge=1)
+    window_days: int = Field(14, ge=1, le=90)
+    als_factors: int = Field(128, ge=2)
+    als_iterations: int = Field(15, ge=1)
+    als_regularization: float = Field(1.0, ge=0)
+    als_min_users: int = Field(2, ge=1)
+    num_threads: int = Field(0, ge=0)  # torch/ALS threads; 0 keeps the process default
+
+    @field_validator("schedule")
+    @classmethod
+    def _time_based(cls, v: str) -> str:
+        if v.strip().lower() in {"none", "", "@once", "@continuous"}:
+            raise ValueError("gem.schedule must be time-based (a preset or cron) so backfills work")
+        return v
 
 
 class Settings(_Strict):
@@ -244,10 +284,27 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid config{f' {path}' if path else ''}: {problems}") from None
+        raise ConfigError(f"invalid config{f' {path}' if path else ''}: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+
+
+def with_overrides(settings: Settings, section: str, **values: Any) -> Settings:
+    """Copy of ``settings`` with ``values`` (``None`` = keep configured) set in ``section``, validated.
+
+    For DAG params and CLI flags that override one run's config.
+    """
+    values = {k: v for k, v in values.items() if v is not None}
+    if not values:
+        return settings
+    data = settings.model_dump()
+    data[section] = {**data[section], **values}
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid override: {_problems(exc)}") from None
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,1 @@
+"""Two-tower ranker: config-driven experiments, MIND-style evaluation, baselines and the registry gate."""

@@ -1,0 +1,83 @@
+"""Registry gate: a new version becomes ``champion`` only if it beats the current one on the same data.
+
+Both the candidate and the current champion are scored through the serving path
+(:class:`ChampionRanker`) on the candidate's validation impressions, so the comparison is
+like-for-like even when the champion came from another experiment or an older day. The candidate
+must improve the primary metric, and no guard metric may drop by more than the tolerance (absolute).
+Otherwise it gets the ``challenger`` alias and a ``gate_reason`` tag saying why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+
+from recsys_notify.config import Settings
+from recsys_notify.storage import Storage
+from recsys_notify.two_tower.data import load_window, prepare
+from recsys_notify.two_tower.metrics import evaluate_scorer
+from recsys_notify.two_tower.serving import CHALLENGER, CHAMPION, ChampionRanker, _client, load_champion, load_version
+
+
+def gate_decision(candidate: Mapping[str, float], champion: Mapping[str, float] | None, primary: str,
+                  guards: list[str], tolerance: float) -> tuple[bool, str]:
+    """(promote?, reason) for metrics where higher is better."""
+    if champion is None:
+        return True, "no current champion"
+    cand, champ = candidate.get(primary, math.nan), champion.get(primary, math.nan)
+    if not math.isfinite(cand):
+        return False, f"{primary} is not finite ({cand})"
+    if math.isfinite(champ) and cand <= champ:
+        return False, f"{primary} {cand:.4f} does not beat champion {champ:.4f}"
+    for guard in guards:
+        g_new, g_old = candidate.get(guard, math.nan), champion.get(guard, math.nan)
+        if math.isfinite(g_old) and (not math.isfinite(g_new) or g_new < g_old - tolerance):
+            return False, f"guard {guard} dropped {g_old:.4f} -> {g_new:.4f} (tolerance {tolerance})"
+    return True, f"{primary} {cand:.4f} beats champion {champ:.4f}"
+
+
+def evaluate_ranker(ranker: ChampionRanker, storage: Storage, valid_day: date, prep: Any) -> dict[str, float]:
+    """Metrics of a registered ranker on prepared validation impressions (history = the day before)."""
+    feature_day = valid_day - timedelta(days=1)
+
+    def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return ranker.score_matrix(storage, feature_day, users, items, catalogue_day=valid_day)
+
+    return evaluate_scorer(score, prep.valid, prep.seen, np.sort(prep.candidates))
+
+
+def gate(storage: Storage, dt: date, settings: Settings, version: str) -> dict[str, Any]:
+    """Compare registered ``version`` (validated on day ``dt``) with the champion and set aliases/tags."""
+    tt = settings.two_tower
+    candidate = load_version(settings, version=version)
+    if candidate is None:
+        raise ValueError(f"{tt.registered_model} has no version {version}")
+    cfg = candidate.config
+    prep = prepare(load_window(storage, dt, cfg), cfg, settings.interaction_weights)
+    cand_metrics = evaluate_ranker(candidate, storage, dt, prep)
+    champion = load_champion(settings)
+    if champion is not None and champion.version == candidate.version:
+        return {"version": version, "promoted": True, "reason": "already champion", "champion_version": version}
+    champ_metrics = evaluate_ranker(champion, storage, dt, prep) if champion is not None else None
+    promote, reason = gate_decision(cand_metrics, champ_metrics, tt.primary_metric, tt.guard_metrics,
+                                    tt.guard_tolerance)
+    client = _client(settings)
+    name = tt.registered_model
+    client.set_model_version_tag(name, version, "gate", CHAMPION if promote else CHALLENGER)
+    client.set_model_version_tag(name, version, "gate_reason", reason)
+    client.set_model_version_tag(name, version, "gate_day", dt.isoformat())
+    client.set_registered_model_alias(name, CHAMPION if promote else CHALLENGER, version)
+    if candidate.run_id:
+        client.set_tag(candidate.run_id, "gate", f"{'promoted' if promote else 'challenger'}: {reason}")
+        for key, value in (champ_metrics or {}).items():
+            if isinstance(value, float) and math.isfinite(value):
+                client.log_metric(candidate.run_id, f"champion_{key}", value)
+    return {"version": version, "promoted": promote, "reason": reason,
+            "champion_version": version if promote else champion.version if champion else None,
+            "candidate": {k: cand_metrics.get(k) for k in [tt.primary_metric, *tt.guard_metrics]},
+            "champion": None if champ_metrics is None else
+            {k: champ_metrics.get(k) for k in [tt.primary_metric, *tt.guard_metrics]}}
