@@ -76,3 +76,11 @@ def airflow_db() -> Path:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
                    env=os.environ.copy(), timeout=600)
     return _AIRFLOW_HOME
+
+
+def cli_json(stdout: str):
+    """The JSON document the CLI printed, skipping log lines a library may have routed to stdout."""
+    import json
+
+    start = min(i for i in (stdout.find("[\n"), stdout.find("{\n")) if i >= 0)
+    return json.loads(stdout[start:])

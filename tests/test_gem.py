@@ -183,12 +183,11 @@ def test_pairs_objective_beats_content_on_cold_start_and_covers_all_items(gem_wo
 
 
 def test_als_objective_via_cli_trains_and_writes(gem_world, capsys):
-    import json
-
+    from conftest import cli_json
     from recsys_notify.cli import main
 
     assert main(["train-gem", "--date", DT.isoformat(), "--objective", "als", "--epochs", "8", "--out-dim", "32"]) == 0
-    result = json.loads(capsys.readouterr().out)[0]
+    result = cli_json(capsys.readouterr().out)[0]
     assert result["objective"] == "als" and result["als_items"] > 100 and result["out_dim"] == 32
     assert result["losses"][-1] < result["losses"][0]
     assert result["rows"] == len(gem_world.read_upto("items", DT, columns=["item_id"]))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date, datetime, timezone
 
 import pytest
 
+from conftest import cli_json
 from notify_fixtures import build_upstream
 
 DT = date(2026, 11, 12)
@@ -58,7 +58,7 @@ def test_cli_notify_writes_outbox(world, capsys):
 
     build_upstream(world, DT)
     assert main(["notify", "--date", DT.isoformat(), "--no-eval", "--holdout-percent", "0"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    out = cli_json(capsys.readouterr().out)
     assert out[0]["holdout"] == 0 and out[0]["notifications"] == len(world.read("outbox", DT))
     assert main(["notify", "--date", "2026-11-13", "--no-eval"]) == 2
     assert "user_medoids has no partition for 2026-11-13" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from recsys_notify.storage import MissingPartitionError, PartitionLockedError, Storage
@@ -182,8 +183,9 @@ def test_readers_during_rewrites_see_complete_partitions(storage):
 
     thread = threading.Thread(target=reader)
     thread.start()
-    for v in range(1, 30):
-        storage.write("pairs", DAY, [frame(25, v).pipe(lambda f: __import__("pyarrow").Table.from_pandas(f))] * 2)
+    for v in range(1, 30):  # a rewrite every few tens of milliseconds: far more churn than any real schedule
+        storage.write("pairs", DAY, [pa.Table.from_pandas(frame(25, v))] * 2)
+        time.sleep(0.02)
     stop.set()
     thread.join(timeout=30)
     assert errors == []

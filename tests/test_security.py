@@ -140,8 +140,10 @@ def test_compose_check_catches_hard_coded_secret(tmp_path):
 
 
 # ----- DAG params -----
-WRONG_TYPE = {"integer": "not-a-number", "number": "not-a-number", "boolean": "maybe", "string": 12345,
-              "array": "not-a-list", "object": "not-an-object"}
+# A value of each JSON type, with the schema types that accept it: the first one a param's types reject is
+# used to prove the param validates its input.
+WRONG_VALUES = [("not-a-number", {"string"}), (12345, {"integer", "number"}), ([1], {"array"}),
+                ({"a": 1}, {"object"}), (True, {"boolean"})]
 
 
 def dag_param_problems(dag_folder: Path) -> tuple[int, list[str]]:
@@ -163,13 +165,13 @@ def dag_param_problems(dag_folder: Path) -> tuple[int, list[str]]:
                 continue
             if not param.description:
                 problems.append(f"{dag_id}.{name}: no description")
-            concrete = [t for t in (types if isinstance(types, list) else [types]) if t != "null"]
-            if not concrete:
+            typed = {t for t in (types if isinstance(types, list) else [types]) if t != "null"}
+            wrong = next((v for v, kinds in WRONG_VALUES if not kinds & typed), None)
+            if wrong is None:
                 continue
-            first = concrete[0]
             try:
-                param.resolve(WRONG_TYPE[first])
-                problems.append(f"{dag_id}.{name}: accepts {WRONG_TYPE[first]!r} although typed {types}")
+                param.resolve(wrong)
+                problems.append(f"{dag_id}.{name}: accepts {wrong!r} although typed {types}")
             except ParamValidationError:
                 pass
     return checked, problems

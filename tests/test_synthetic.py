@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,30 +11,20 @@ from recsys_notify.contract import LANGUAGES, embedding_matrix
 from recsys_notify.embeddings import l2_normalize
 from recsys_notify.storage import Storage
 from recsys_notify.synthetic import GeneratorConfig, build_world, events_for_day, generate
+from tests.snapshots import committed_bytes
 
 CFG = GeneratorConfig(**SMALL_WORLD)
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    """Committed Parquet bytes by ``dataset/dt=.../part-NNNNN`` (version prefixes are random by design)."""
-    store = Storage(str(root))
-    out = {}
-    for dataset in sorted(p.name for p in root.iterdir() if p.is_dir()):
-        for day in store.dates(dataset):
-            for path in store.files(dataset, day):
-                out[f"{dataset}/dt={day:%Y%m%d}/{path.rsplit('/', 1)[-1]}"] = Path(path).read_bytes()
-    return out
 
 
 def test_same_seed_gives_byte_identical_partitions(tmp_path):
     cfg = GeneratorConfig(users=300, items=500, days=3, seed=11)
     counts = [generate(Storage(str(tmp_path / name)), cfg) for name in ("a", "b")]
     assert counts[0] == counts[1] and counts[0]["events"] > 0
-    a, b = tree(tmp_path / "a"), tree(tmp_path / "b")
+    a, b = committed_bytes(tmp_path / "a"), committed_bytes(tmp_path / "b")
     assert list(a) == list(b) and any(k.startswith("events/dt=") for k in a)
     assert a == b
     generate(Storage(str(tmp_path / "c")), GeneratorConfig(users=300, items=500, days=3, seed=12))
-    assert tree(tmp_path / "c")["events/dt=20261114/part-00000.parquet"] != a["events/dt=20261114/part-00000.parquet"]
+    assert committed_bytes(tmp_path / "c")["events/dt=20261114/part-00000.parquet"] != a["events/dt=20261114/part-00000.parquet"]
 
 
 @pytest.fixture(scope="module")

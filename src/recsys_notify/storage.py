@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import time
 import uuid
@@ -30,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 MANIFEST = "_manifest.json"
-READ_ATTEMPTS = 5
+READ_ATTEMPTS = 8
 LOCK = "_lock.json"
 DATE_FMT = "%Y%m%d"
 
@@ -165,7 +166,9 @@ class Storage:
         the old manifest still reads it completely; only two rewrites during one read make it start over.
         """
         base = self.partition_path(dataset, dt)
-        for _ in range(READ_ATTEMPTS):
+        for attempt in range(READ_ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))  # let the rewrite settle
             manifest = self.manifest(dataset, dt)
             path = base
             try:
