@@ -16,10 +16,13 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Asset, Param, dag, task
 
 from recsys_notify.config import get_settings
-from recsys_notify.dag_support import DEFAULT_ARGS, START_DATE, data_interval_schedule, run_date
+from recsys_notify.dag_support import (DEFAULT_ARGS, GLOBAL_MEDOIDS_ASSET, START_DATE, data_interval_schedule,
+                                       run_date)
+
+GLOBAL_MEDOIDS = Asset(GLOBAL_MEDOIDS_ASSET)
 
 REPLACEMENT_SCHEMA = {
     "type": "object",
@@ -103,15 +106,18 @@ def global_medoids() -> None:
         return gm.check_request(storage_from_settings(settings), settings, _refresh_day(context), _request(context),
                                 context["run_id"])
 
-    @task
+    @task(outlets=[GLOBAL_MEDOIDS])
     @_no_retry_on_bad_params
     def refresh(checked: dict[str, Any], **context: Any) -> dict[str, Any]:
         from recsys_notify import global_medoids as gm
         from recsys_notify.storage import storage_from_settings
 
         settings = get_settings()
-        return gm.refresh(storage_from_settings(settings), settings, _refresh_day(context), _request(context),
-                          run_id=context["run_id"])
+        day = _refresh_day(context)
+        result = gm.refresh(storage_from_settings(settings), settings, day, _request(context),
+                            run_id=context["run_id"])
+        context["outlet_events"][GLOBAL_MEDOIDS].extra = {"dt": day.isoformat()}  # consumers process this day
+        return result
 
     refresh(validate_overrides())
 

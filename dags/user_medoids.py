@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from recsys_notify.dag_support import DEFAULT_ARGS, START_DATE, data_interval_schedule, run_date
+from recsys_notify.dag_support import (DEFAULT_ARGS, START_DATE, USER_MEDOIDS_ASSET, data_interval_schedule,
+                                       run_date)
+
+USER_MEDOIDS = Asset(USER_MEDOIDS_ASSET)
 
 
 @dag(
@@ -50,14 +53,17 @@ def user_medoids() -> None:
         return um.run_shard(storage_from_settings(settings), settings, run_date(context), shard,
                             settings.user_medoids.shards, params.get("algorithm"), params.get("seed"))
 
-    @task
+    @task(outlets=[USER_MEDOIDS])
     def combine(shard_results: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
         from recsys_notify import user_medoids as um
         from recsys_notify.config import get_settings
         from recsys_notify.storage import storage_from_settings
 
         settings = get_settings()
-        return um.combine(storage_from_settings(settings), settings, run_date(context), settings.user_medoids.shards)
+        day = run_date(context)
+        result = um.combine(storage_from_settings(settings), settings, day, settings.user_medoids.shards)
+        context["outlet_events"][USER_MEDOIDS].extra = {"dt": day.isoformat()}  # consumers process this day
+        return result
 
     combine(compute_shard.expand(shard=plan_shards()))
 

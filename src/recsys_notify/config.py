@@ -185,6 +185,7 @@ class Settings(_Strict):
     storage_options: dict[str, Any] = Field(default_factory=dict)
     mlflow_tracking_uri: str | None = None
     mlflow_artifact_root: str | None = None
+    mlflow_ui_url: str = "http://127.0.0.1:5000"  # where people open MLflow (Airflow "MLflow run" links)
     seed: int = 0
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     interaction_weights: InteractionWeights = Field(default_factory=InteractionWeights)
