@@ -57,7 +57,7 @@ def two_tower_retrain():
 
         settings = get_settings()
         storage = storage_from_settings(settings)
-        trained = list(trained)
+        trained = list(trained[:])  # one slice request; iterating probes past the end and logs a 404
         gates = [gate(storage, run_date(context), settings, t["version"]) for t in trained]
         best = max(trained, key=lambda t: t["metrics"].get(settings.two_tower.primary_metric) or float("-inf"))
         return {"gates": gates, "champion_version": gates[-1]["champion_version"],
