@@ -83,7 +83,7 @@ def pandas_pairs(storage: Storage, dt: date, cfg: PairMiningSettings) -> pa.Tabl
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=240_000)
+    parser.add_argument("--users", type=int, default=280_000)  # >= 10M window events
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--window-days", type=int, default=7)
     parser.add_argument("--data", help="data root to reuse (generated there if empty); default: a temp dir")
