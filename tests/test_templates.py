@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from recsys_notify import templates as tpl
+from recsys_notify.notify.delivery import pick_templates
 
 PLACEHOLDER = re.compile(r"[{}]")
 
@@ -46,10 +47,12 @@ clusters:
     assert set(zip(built.loc[built.cluster_id == 1, "source"], built.loc[built.cluster_id == 1, "language"])) == {
         ("ops", "es"), ("auto", "*")}
     assert 77 not in set(built["cluster_id"])
-    assert tpl.choose(built, 1, "es")["source"] == "ops"
-    assert tpl.choose(built, 1, "en")["source"] == "auto"
-    assert tpl.choose(built, 0, "en")["template_id"] == "ops-0-*-0"
-    title, body = tpl.render(tpl.choose(built, 0, "en"), {"caption": "my cat video"})
+    # what notifications pick per (user, cluster, language): ops wins, the exact language before "*"
+    pos, rows = pick_templates(built, np.array([1, 2, 3]), np.array([1, 1, 0]), np.array(["es", "en", "en"]), seed=0)
+    picked = [rows[p] for p in pos]
+    assert [t["source"] for t in picked] == ["ops", "auto", "ops"]
+    assert picked[2]["template_id"] == "ops-0-*-0"
+    title, body = tpl.render(picked[2], {"caption": "my cat video"})
     assert title == "Ops pick: cats" and body == "my cat video"
 
 

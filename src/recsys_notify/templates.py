@@ -78,19 +78,6 @@ def render(template: Mapping[str, Any], item: Mapping[str, Any]) -> tuple[str, s
     return title, body
 
 
-def choose(templates: pd.DataFrame, cluster_id: int, language: str, key: int = 0) -> dict[str, Any] | None:
-    """The template to use for a cluster and user language: ops before auto, exact language before "*".
-
-    ``key`` (e.g. a hash of user and date) picks among variants of the best tier deterministically.
-    """
-    rows = templates[(templates["cluster_id"] == cluster_id) & templates["language"].isin([language, "*"])]
-    if rows.empty:
-        return None
-    tier = (rows["source"] != "ops").astype(int) * 2 + (rows["language"] == "*").astype(int)
-    best = rows[tier == tier.min()].sort_values("template_id")
-    return best.iloc[int(key) % len(best)].to_dict()
-
-
 # ----- automatic templates -----
 
 def ctfidf_keywords(cluster_ids: np.ndarray, captions: Sequence[str], top: int = 3) -> dict[int, list[str]]:
