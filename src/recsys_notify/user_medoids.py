@@ -26,6 +26,7 @@ import pandas as pd
 from recsys_notify.clustering import cosine_medoid_scores, dbscan_components, hdbscan_components, rank_within
 from recsys_notify.config import Settings, UserMedoidSettings
 from recsys_notify.embeddings import item_vectors, l2_normalize
+from recsys_notify.hashing import splitmix64
 from recsys_notify.interaction_weights import read_window, weigh_interactions, window_start
 from recsys_notify.storage import MissingPartitionError, Storage, as_date
 
@@ -56,24 +57,16 @@ class MedoidStats:
 
 # ----- deterministic randomness -----
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = (x + np.uint64(0x9E3779B97F4A7C15)).astype(np.uint64)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
 def shard_of(user_ids: np.ndarray, shards: int) -> np.ndarray:
     """Stable shard of each user (independent of process, platform and Python's hash seed)."""
-    return (_splitmix64(np.asarray(user_ids).astype(np.uint64)) % np.uint64(shards)).astype(np.int64)
+    return (splitmix64(np.asarray(user_ids).astype(np.uint64)) % np.uint64(shards)).astype(np.int64)
 
 
 def uniform_keys(user_ids: np.ndarray, item_ids: np.ndarray, day: date, seed: int) -> np.ndarray:
     """A uniform (0, 1) number per (user, item) that depends only on (user, item, day, seed)."""
-    with np.errstate(over="ignore"):
-        base = _splitmix64(np.array([day.toordinal() * 1_000_003 + seed], dtype=np.uint64))
-        h = _splitmix64(np.asarray(user_ids).astype(np.uint64) ^ base)
-        h = _splitmix64(h ^ np.asarray(item_ids).astype(np.uint64))
+    base = splitmix64(np.array([day.toordinal() * 1_000_003 + seed], dtype=np.uint64))
+    h = splitmix64(np.asarray(user_ids).astype(np.uint64) ^ base)
+    h = splitmix64(h ^ np.asarray(item_ids).astype(np.uint64))
     return ((h >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
 
 

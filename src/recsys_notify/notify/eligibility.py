@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from recsys_notify.hashing import GOLDEN, splitmix64
+
 HOLDOUT_SALT = 0
 VARIANT_SALT = 1
 
 
 def user_hash(user_ids: np.ndarray, seed: int, salt: int) -> np.ndarray:
-    """SplitMix64 of the user id: stable across runs, machines and Python versions."""
+    """SplitMix64 of the user id offset by (seed, salt): stable across runs, machines and Python versions."""
+    offset = np.uint64((seed * 1_000_003 + salt) & 0xFFFFFFFF)
     with np.errstate(over="ignore"):
-        x = np.asarray(user_ids, dtype=np.int64).astype(np.uint64)
-        x = x + np.uint64((seed * 1_000_003 + salt) & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
+        return splitmix64(np.asarray(user_ids, dtype=np.int64).astype(np.uint64) + offset * GOLDEN - GOLDEN)
 
 
 def holdout(user_ids: np.ndarray, percent: float, seed: int) -> np.ndarray:
