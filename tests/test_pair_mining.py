@@ -193,6 +193,24 @@ def test_parameters_are_bound_not_formatted():
         bind(sql, {"positive_completion": 1, "negative_completion": 3})
 
 
+def test_sliced_pair_counts_equal_one_pass():
+    """DuckDB counts positive pairs in item slices; every pair (negative ids too) lands in exactly one."""
+    rng = np.random.default_rng(3)
+    positives = pd.DataFrame({"user_id": rng.integers(0, 40, 600), "item_id": rng.integers(-50, 50, 600)})
+    positives = positives.drop_duplicates(ignore_index=True)
+    sql = load_queries("pair_mining")["positive_pair_counts"]
+    order = "SELECT * FROM positive_pair_counts ORDER BY item1, item2"
+    with open_engine("duckdb") as engine:
+        engine.register_table("positives", positives)
+        engine.materialize_sliced("positive_pair_counts", sql)
+        sliced = engine.query(order)
+        engine.materialize("positive_pair_counts", sql, {"slice": 0, "slices": 1})
+        whole = engine.query(order)
+    merged = positives.merge(positives, on="user_id").query("item_id_x < item_id_y")
+    assert sliced.num_rows == len(merged.groupby(["item_id_x", "item_id_y"])) > 100
+    assert sliced.equals(whole)
+
+
 def test_similarity_buckets_clip_to_outer_edges():
     edges = [-1.0, 0.2, 0.5, 0.8, 1.0001]
     assert similarity_buckets(np.array([-1.0, 0.1999, 0.2, 0.79, 0.8, 1.0, 1.5, -2.0]), edges).tolist() == \

@@ -107,6 +107,15 @@ class SqlEngine(ABC):
     def materialize(self, name: str, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Compute ``sql`` once and keep it as table ``name`` for later statements."""
 
+    def materialize_sliced(self, name: str, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Materialize ``sql`` once per ``:slice`` in ``range(:slices)`` and keep the union as ``name``.
+
+        For aggregations too big to run well at once; ``sql`` must split its input by the two
+        parameters so that the slices partition it. One slice here: engines that gain from more
+        override this.
+        """
+        self.materialize(name, sql, {**(params or {}), "slice": 0, "slices": 1})
+
     @abstractmethod
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         """Run ``sql`` and return the result as an Arrow table."""
@@ -119,6 +128,9 @@ class SqlEngine(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_DUCKDB_SLICES = 16
 
 
 class DuckDBEngine(SqlEngine):
@@ -156,6 +168,16 @@ class DuckDBEngine(SqlEngine):
 
     def materialize(self, name: str, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {_check_name(name)} AS {self._text(sql)}", bind(sql, params))
+
+    def materialize_sliced(self, name: str, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        # DuckDB aggregates several smaller hash tables faster than one huge one (the benchmark's
+        # positive pair counts, 30M groups: 3.6 s in 16 slices vs 5.2 s at once on 2 cores)
+        for part in range(_DUCKDB_SLICES):
+            sliced = {**(params or {}), "slice": part, "slices": _DUCKDB_SLICES}
+            if part == 0:
+                self.materialize(name, sql, sliced)
+            else:
+                self.con.execute(f"INSERT INTO {_check_name(name)} {self._text(sql)}", bind(sql, sliced))
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         return self.con.sql(self._text(sql), params=bind(sql, params)).to_arrow_table()

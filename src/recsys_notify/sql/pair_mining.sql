@@ -3,7 +3,8 @@
 
 -- name: labeled
 -- Phase 1a: one row per (client, item) over the window; completion is total watch / duration.
--- Watch time is summed as milliseconds in DECIMAL so the sum is exact (same bits on every engine).
+-- Watch time is summed as whole milliseconds so the sum is exact (same bits on every engine; a
+-- DECIMAL sum is as exact but slower).
 SELECT user_id, item_id, events, watch_time_s, watch_time_s / duration_s AS completion, liked,
        CASE WHEN watch_time_s / duration_s > :positive_completion OR liked THEN 'positive'
             WHEN watch_time_s < :negative_watch_s OR watch_time_s / duration_s < :negative_completion THEN 'negative'
@@ -11,25 +12,27 @@ SELECT user_id, item_id, events, watch_time_s, watch_time_s / duration_s AS comp
 FROM (
     SELECT user_id, item_id,
            count(*) AS events,
-           CAST(sum(CAST(watch_time_s AS DECIMAL(18, 3))) AS DOUBLE) AS watch_time_s,
+           CAST(sum(CAST(round(watch_time_s * 1000) AS BIGINT)) AS DOUBLE) / 1000 AS watch_time_s,
            max(duration_s) AS duration_s,
            bool_or(liked) AS liked
     FROM events
     GROUP BY user_id, item_id
 ) agg
 
+-- name: client_labels
+-- Per client: positives and labelled (non-neutral) rows, for the positive-share filter.
+SELECT user_id,
+       count(CASE WHEN label = 'positive' THEN 1 END) AS n_pos,
+       count(*) AS n_labeled
+FROM labeled
+WHERE label <> 'neutral'
+GROUP BY user_id
+
 -- name: pair_interactions
 -- Phase 1b: drop neutral rows and clients whose positive share Pos / (Pos + Neg) is too high.
 SELECT l.user_id, l.item_id, l.label, l.events, l.watch_time_s, l.completion, l.liked
 FROM labeled l
-JOIN (
-    SELECT user_id,
-           count(CASE WHEN label = 'positive' THEN 1 END) AS n_pos,
-           count(*) AS n_labeled
-    FROM labeled
-    WHERE label <> 'neutral'
-    GROUP BY user_id
-) c ON l.user_id = c.user_id
+JOIN client_labels c ON l.user_id = c.user_id
 WHERE l.label <> 'neutral'
   AND CAST(c.n_pos AS DOUBLE) / c.n_labeled <= :max_positive_share
 
@@ -37,7 +40,7 @@ WHERE l.label <> 'neutral'
 SELECT count(*) AS interactions_aggregated,
        count(CASE WHEN label = 'neutral' THEN 1 END) AS removed_neutral,
        count(CASE WHEN label <> 'neutral' THEN 1 END) AS labeled_rows,
-       count(DISTINCT CASE WHEN label <> 'neutral' THEN user_id END) AS labeled_clients
+       (SELECT count(*) FROM client_labels) AS labeled_clients
 FROM labeled
 
 -- name: interaction_stats
@@ -53,7 +56,7 @@ SELECT p.item_id, p.interactions, p.clients,
        i.creator_id, i.language, i.duration_s, i.items_dt,
        i.item_id IS NOT NULL AS known
 FROM (
-    SELECT item_id, count(*) AS interactions, count(DISTINCT user_id) AS clients
+    SELECT item_id, count(*) AS interactions, count(*) AS clients  -- one row per (client, item)
     FROM pair_interactions
     GROUP BY item_id
 ) p
@@ -118,32 +121,56 @@ FROM events e
 JOIN pair_interactions p ON e.user_id = p.user_id AND e.item_id = p.item_id
 WHERE p.label = 'negative' AND p.item_id IN (SELECT item_id FROM interaction_items WHERE known)
 
--- name: candidate_pairs
--- Phase 3c: positive pairs share a client, negative pairs a (client, session); item1 < item2 rules out
--- self and mirrored pairs; num_clients counts distinct clients.
-SELECT item1, item2, pair_type, count(*) AS num_clients
+-- name: positive_pair_counts
+-- Phase 3c: two positives of one client; item1 < item2 rules out self and mirrored pairs. Each
+-- (client, item) is one row of positives, so count(*) counts distinct clients. The heaviest
+-- aggregation: run in slices of item1 (materialize_sliced), and no pair_type string in the key
+-- (that alone costs ~25%).
+SELECT a.item_id AS item1, b.item_id AS item2, count(*) AS num_clients
+FROM positives a
+JOIN positives b ON a.user_id = b.user_id AND a.item_id < b.item_id
+WHERE ((a.item_id % :slices) + :slices) % :slices = :slice
+GROUP BY a.item_id, b.item_id
+
+-- name: negative_pair_counts
+-- Phase 3d: two negatives in one session of a client, counted once per client.
+SELECT item1, item2, count(*) AS num_clients
 FROM (
-    SELECT a.item_id AS item1, b.item_id AS item2, 'positive' AS pair_type, a.user_id
-    FROM positives a
-    JOIN positives b ON a.user_id = b.user_id AND a.item_id < b.item_id
-    UNION ALL
-    SELECT DISTINCT a.item_id AS item1, b.item_id AS item2, 'negative' AS pair_type, a.user_id
+    SELECT DISTINCT a.item_id AS item1, b.item_id AS item2, a.user_id
     FROM negative_sessions a
     JOIN negative_sessions b ON a.user_id = b.user_id AND a.session_id = b.session_id AND a.item_id < b.item_id
 ) pair_clients
-GROUP BY item1, item2, pair_type
+GROUP BY item1, item2
 
 -- name: candidate_stats
-SELECT pair_type, count(*) AS candidates, count(CASE WHEN num_clients >= :min_clients THEN 1 END) AS kept
-FROM candidate_pairs
-GROUP BY pair_type
-ORDER BY pair_type
+SELECT 'negative' AS pair_type, count(*) AS candidates,
+       count(CASE WHEN num_clients >= :min_clients THEN 1 END) AS kept
+FROM negative_pair_counts
+UNION ALL
+SELECT 'positive', count(*), count(CASE WHEN num_clients >= :min_clients THEN 1 END)
+FROM positive_pair_counts
 
 -- name: pairs
-SELECT item1, item2, pair_type, num_clients
-FROM candidate_pairs
-WHERE num_clients >= :min_clients
-ORDER BY item1, item2, CASE WHEN pair_type = 'negative' THEN 0 ELSE 1 END
+-- Kept pairs with each item's 0-based position in pair_items (item_id order), where its content
+-- vector sits for the similarity step.
+WITH kept AS (
+    SELECT item1, item2, 'negative' AS pair_type, num_clients
+    FROM negative_pair_counts
+    WHERE num_clients >= :min_clients
+    UNION ALL
+    SELECT item1, item2, 'positive' AS pair_type, num_clients
+    FROM positive_pair_counts
+    WHERE num_clients >= :min_clients
+), positions AS (
+    SELECT item_id, row_number() OVER (ORDER BY item_id) - 1 AS position
+    FROM interaction_items
+    WHERE known
+)
+SELECT k.item1, k.item2, k.pair_type, k.num_clients, p1.position AS position1, p2.position AS position2
+FROM kept k
+JOIN positions p1 ON k.item1 = p1.item_id
+JOIN positions p2 ON k.item2 = p2.item_id
+ORDER BY k.item1, k.item2, CASE WHEN k.pair_type = 'negative' THEN 0 ELSE 1 END
 
 -- name: pair_interactions_sorted
 SELECT * FROM pair_interactions ORDER BY user_id, item_id
