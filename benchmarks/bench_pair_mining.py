@@ -6,8 +6,8 @@ given and already populated), runs phases 1-3 with each implementation in altern
 similarity step), checks the outputs are identical
 and prints the times, the ratio per round and the median ratio. Target: DuckDB >= 5x faster.
 
-    PYTHONPATH=src python benchmarks/bench_pair_mining.py            # 11.2M window events, ~10 GB of RAM (pandas), ~4 min
-    PYTHONPATH=src python benchmarks/bench_pair_mining.py --users 20000   # quick run
+    PYTHONPATH=src python benchmarks/bench_pair_mining.py   # 11.2M window events, ~10 GB RAM (pandas), ~4 min
+    PYTHONPATH=src python benchmarks/bench_pair_mining.py --users 20000 --rounds 1   # quick run
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def main() -> int:
     parser.add_argument("--data", help="data root to reuse (generated there if empty); default: a temp dir")
     parser.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating DuckDB/pandas rounds; the median ratio evens out a machine whose speed drifts")
+                        help="alternating DuckDB/pandas rounds; their median ratio evens out a drifting machine")
     args = parser.parse_args()
 
     root = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="bench-pairs-"))
