@@ -16,6 +16,7 @@ $(BIN)/recsys-notify: pyproject.toml constraints.txt
 install: $(BIN)/recsys-notify
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
 
 demo: install

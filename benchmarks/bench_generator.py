@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from recsys_notify.storage import Storage  # noqa: E402
+from recsys_notify.core.storage import Storage  # noqa: E402
 from recsys_notify.synthetic import GeneratorConfig, World, build_world, events_for_day, generate  # noqa: E402
 
 

@@ -17,8 +17,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from recsys_notify.embeddings import l2_normalize  # noqa: E402
-from recsys_notify.global_medoids import kmeans, representatives  # noqa: E402
+from recsys_notify.core.embeddings import l2_normalize  # noqa: E402
+from recsys_notify.global_medoids.medoids import kmeans, representatives  # noqa: E402
 
 
 def pairwise_medoids(cluster: np.ndarray, X: np.ndarray) -> dict[int, int]:

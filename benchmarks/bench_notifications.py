@@ -3,7 +3,7 @@
 Upstream tables are synthesised directly at scale (untimed): items whose 128-d embeddings sit
 around topic centres, users with 1-8 medoids from 1-3 topics, ~2 events per user and day over the
 14-day history window, 500 global clusters, templates, and 7 days of earlier delivery logs.
-The timed part is the whole ``notify`` step (reads, retrieval, filters, ranking, rendering,
+The timed part is the whole ``notifications`` step (reads, retrieval, filters, ranking, rendering,
 writes). For comparison, a naive per-user loop (faiss query per user, Python-set filters,
 per-user scoring) runs on a subset in the same process and is extrapolated.
 
@@ -22,10 +22,10 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from recsys_notify.config import Settings
-from recsys_notify.notify import notify
-from recsys_notify.notify.inputs import load_inputs
-from recsys_notify.storage import Storage
+from recsys_notify.core.config import Settings
+from recsys_notify.core.storage import Storage
+from recsys_notify.notifications import arrays
+from recsys_notify.notifications import step as notifications
 
 DT = date(2026, 11, 14)
 LANGS = np.array(["en", "es", "pt", "hi", "id", "ru", "de"])
@@ -44,7 +44,8 @@ def synthesise(storage: Storage, n_users: int, n_items: int, clusters: int, seed
     items = pd.DataFrame({
         "item_id": item_ids, "creator_id": rng.integers(1, 5000, n_items), "language": item_lang,
         "duration_s": rng.uniform(5, 60, n_items),
-        "created_ts": pd.Timestamp(DT, tz="UTC") + pd.to_timedelta(created_day * 86_400 + rng.integers(0, 86_400, n_items), unit="s"),
+        "created_ts": pd.Timestamp(DT, tz="UTC")
+        + pd.to_timedelta(created_day * 86_400 + rng.integers(0, 86_400, n_items), unit="s"),
         "caption": [f"clip {i} #topic{t}" for i, t in zip(item_ids, item_topic)],
         "embedding": list(emb),
     })
@@ -101,11 +102,11 @@ def synthesise(storage: Storage, n_users: int, n_items: int, clusters: int, seed
         "cluster_id": rows["cluster"].astype(np.int64), "language": rows["row_lang"], "item_id": item_ids[rows["item"]],
         "cluster_size": 100, "vector": list(vec16[rows["item"].to_numpy()]), "source": "kmeans"}))
     members = np.unique(m_item)
-    storage.write("global_clusters", DT, pd.DataFrame({
+    storage.write("global_clusters", DT - timedelta(days=3), pd.DataFrame({
         "item_id": item_ids[members], "cluster_id": assign[members].astype(np.int64), "distance": dist[members, 0]}))
     storage.write("templates", DT - timedelta(days=3), pd.DataFrame({
         "cluster_id": np.arange(clusters), "language": "*", "template_id": [f"auto-{c}" for c in range(clusters)],
-        "title": "New in your interests", "body": "{caption}", "source": "auto"}))
+        "title": "New in your interests", "body": "{caption}", "source": "auto", "keywords": [[]] * clusters}))
     for d in range(1, 8):
         storage.write("delivery_log", DT - timedelta(days=d), pd.DataFrame({
             "user_id": user_ids, "date": DT - timedelta(days=d), "item_id": item_ids[draw(np.arange(n_users))],
@@ -114,7 +115,8 @@ def synthesise(storage: Storage, n_users: int, n_items: int, clusters: int, seed
 
 def naive(storage: Storage, settings: Settings, n: int) -> float:
     """Per-user loop over the same inputs: query, filter with sets, score, pick. Returns seconds per user."""
-    inp = load_inputs(storage, settings, DT)
+    inputs = notifications.resolve_inputs(storage, settings, DT)
+    inp = arrays.build(notifications.read_tables(inputs, settings, DT), settings, DT)
     cat = inp.catalogue
     index = faiss.IndexFlatIP(inp.cluster_vectors.shape[1])
     index.add(inp.cluster_vectors)
@@ -128,7 +130,7 @@ def naive(storage: Storage, settings: Settings, n: int) -> float:
     for u in users:
         a, b = np.searchsorted(s_user, [u, u + 1])
         sims, idx = index.search(cat.vectors[s_item[a:b]], settings.notifications.k_neighbours)
-        best, best_score = -1, -math.inf
+        best_score = -math.inf
         for row, w in enumerate(s_weight[a:b]):
             for c, sim in zip(idx[row], sims[row]):
                 for item in reps.get(c, []) + members.get(c, []):
@@ -136,8 +138,7 @@ def naive(storage: Storage, settings: Settings, n: int) -> float:
                     if (u * inp.n_items + item) in excluded or (lang >= 0 and cat.lang[item] != lang):
                         continue
                     score = max(sim * w, 0.01) * cat.prior[item]
-                    if score > best_score:
-                        best, best_score = item, score
+                    best_score = max(best_score, score)
     return (time.perf_counter() - start) / len(users)
 
 
@@ -157,9 +158,10 @@ def main() -> None:
     print(f"synthesised {args.users:,} users / {args.items:,} items in {time.perf_counter() - t0:.0f}s under {root}")
 
     t0, c0 = time.perf_counter(), time.process_time()
-    stats = notify(storage, settings, DT, ranker=None)
+    stats = notifications.run(storage, settings, DT, {"use_champion": False}).summary
     took, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(f"notify: {took:.1f}s wall, {cpu:.1f}s CPU for {stats['users']:,} users ({stats['notifications']:,} notifications, "
+    print(f"notifications: {took:.1f}s wall, {cpu:.1f}s CPU for {stats['users']:,} users "
+          f"({stats['notifications']:,} notifications, "
           f"{stats['holdout']:,} holdout, sources {stats['sources']}) -> {'PASS' if took < 120 else 'FAIL'} (< 120 s)")
     per_user = naive(storage, settings, args.baseline_users)
     print(f"naive per-user loop: {per_user * 1e3:.2f} ms/user on {args.baseline_users:,} users -> "

@@ -21,21 +21,31 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from recsys_notify.config import PairMiningSettings
-from recsys_notify.embeddings import item_vectors, l2_normalize
-from recsys_notify.pair_mining import (EVENT_COLUMNS, INTERACTIONS_SCHEMA, ITEM_COLUMNS, ITEMS_SCHEMA,
-                                       PAIR_COUNTS_SCHEMA, MiningResult, compute_pairs, content_similarity,
-                                       window_days, with_similarity)
-from recsys_notify.sql_engine import open_engine
-from recsys_notify.storage import Storage
+from recsys_notify.core.config import PairMiningSettings
+from recsys_notify.core.datasets import PAIR_INTERACTIONS, PAIR_ITEMS, PAIRS, arrow_schema
+from recsys_notify.core.embeddings import VECTORS, item_vectors, l2_normalize, vectors_request
+from recsys_notify.core.inputs import resolve
+from recsys_notify.core.sql_engine import open_engine
+from recsys_notify.core.storage import Storage
+from recsys_notify.pair_mining.mining import (
+    EVENT_COLUMNS,
+    ITEM_COLUMNS,
+    MiningResult,
+    content_similarity,
+    with_similarity,
+)
+from recsys_notify.pair_mining.step import compute_pairs
 from recsys_notify.synthetic import GeneratorConfig, generate
+
+INTERACTIONS_SCHEMA, ITEMS_SCHEMA = arrow_schema(PAIR_INTERACTIONS), arrow_schema(PAIR_ITEMS)
+PAIR_COUNTS_SCHEMA = arrow_schema(PAIRS, ["item1", "item2", "pair_type", "num_clients"])
 
 END = date(2026, 11, 14)
 
@@ -45,7 +55,7 @@ def pandas_mining(storage: Storage, dt: date, cfg: PairMiningSettings) -> tuple[
 
     Returns what the step writes: the phase 1 interactions, the phase 2 items, the phase 3 pairs.
     """
-    days = window_days(dt, cfg.window_days)
+    days = [dt - timedelta(days=i) for i in range(cfg.window_days - 1, -1, -1)]
     ev = pd.concat([storage.read("events", d, columns=EVENT_COLUMNS) for d in days], ignore_index=True)
     ev["watch_ms"] = np.round(ev["watch_time_s"] * 1000).astype(np.int64)  # exact integer sums, as in the SQL
     agg = ev.groupby(["user_id", "item_id"], as_index=False).agg(
@@ -95,8 +105,9 @@ def pandas_mining(storage: Storage, dt: date, cfg: PairMiningSettings) -> tuple[
     pairs = pairs[pairs["num_clients"] >= cfg.min_clients].sort_values(["item1", "item2", "pair_type"])
     table = pa.Table.from_pandas(pairs[PAIR_COUNTS_SCHEMA.names], preserve_index=False).cast(PAIR_COUNTS_SCHEMA)
     item1, item2 = table.column("item1").to_numpy(), table.column("item2").to_numpy()
-    ids, vectors = item_vectors(storage, dt, "content", dim=None, item_ids=np.unique(np.concatenate([item1, item2])))
-    sim = content_similarity(l2_normalize(vectors), np.searchsorted(ids, item1), np.searchsorted(ids, item2))
+    ids, matrix = item_vectors(resolve(storage, {VECTORS: vectors_request("content", dt)}), "content", dim=None,
+                               item_ids=np.unique(np.concatenate([item1, item2])))
+    sim = content_similarity(l2_normalize(matrix), np.searchsorted(ids, item1), np.searchsorted(ids, item2))
     return interactions, items, with_similarity(table, sim, cfg.similarity_edges)
 
 

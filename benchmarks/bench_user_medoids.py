@@ -34,9 +34,9 @@ import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from recsys_notify.config import UserMedoidSettings  # noqa: E402
-from recsys_notify.embeddings import l2_normalize  # noqa: E402
-from recsys_notify.user_medoids import compute_medoids  # noqa: E402
+from recsys_notify.core.config import UserMedoidSettings  # noqa: E402
+from recsys_notify.core.embeddings import l2_normalize  # noqa: E402
+from recsys_notify.user_medoids.medoids import compute_medoids  # noqa: E402
 
 DAY = date(2026, 11, 14)
 TOPICS, DIM = 40, 16

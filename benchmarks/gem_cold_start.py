@@ -2,7 +2,7 @@
 
 By default generates a world and writes its ``pairs`` partition with the test stand-in from
 ``tests/test_gem.py`` (a per-client self-join of positives); with ``--data-root`` it uses a data
-root where ``recsys-notify generate`` and ``recsys-notify mine-pairs --date 2026-11-14`` already ran.
+root where ``recsys-notify generate`` and ``recsys-notify pair-mining --date 2026-11-14`` already ran.
 Trains GEM with each requested objective and prints the held-out (cold-start) metrics next to
 content's, with the wall time of each run.
 
@@ -17,8 +17,8 @@ import tempfile
 import time
 from datetime import date
 
-from recsys_notify.config import load_settings
-from recsys_notify.storage import Storage
+from recsys_notify.core.config import load_settings
+from recsys_notify.core.storage import Storage
 from recsys_notify.synthetic import GeneratorConfig, generate
 
 END = date(2026, 11, 14)
@@ -46,7 +46,7 @@ def main() -> None:
         generate(storage, GeneratorConfig(users=args.users, items=args.items, seed=args.seed, end=END))
         storage.write("pairs", END, _test_pairs(storage, END))
         source = f"a fresh {args.users}-user / {args.items}-item world (seed {args.seed}) and the test stand-in pairs"
-    from recsys_notify.gem.training import train_gem
+    from recsys_notify.gem import step as gem
 
     k = settings.gem.eval_k
     print(f"data: {source}")
@@ -54,8 +54,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for objective in args.objectives:
         start = time.perf_counter()
-        out = train_gem(storage, END, settings, objective=objective, epochs=args.epochs,
-                        holdout_fraction=args.holdout_fraction, experiment="gem_benchmark")
+        out = gem.run(storage, settings, END, {"objective": objective, "epochs": args.epochs,
+                                               "holdout_fraction": args.holdout_fraction,
+                                               "experiment": "gem_benchmark"}).summary
         took = time.perf_counter() - start
         for name in ("content", "gem", "content_trimmed", "gem_trimmed"):
             print(f"| {objective} | {name} | {out[f'{name}_recall_at_{k}']:.3f} | "

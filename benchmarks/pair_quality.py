@@ -13,10 +13,13 @@ import argparse
 import tempfile
 from datetime import date
 
-from recsys_notify.config import PairMiningSettings
-from recsys_notify.pair_mining import compute_pairs, same_topic_share
-from recsys_notify.sql_engine import open_engine
-from recsys_notify.storage import Storage
+from recsys_notify.core.config import PairMiningSettings
+from recsys_notify.core.datasets import TRUTH_ITEMS
+from recsys_notify.core.inputs import as_of, resolve
+from recsys_notify.core.sql_engine import open_engine
+from recsys_notify.core.storage import Storage
+from recsys_notify.pair_mining.evaluation import same_topic_share
+from recsys_notify.pair_mining.step import compute_pairs
 from recsys_notify.synthetic import GeneratorConfig, generate
 
 END = date(2026, 11, 14)
@@ -33,7 +36,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         storage = Storage(f"{root}/data")
         generate(storage, GeneratorConfig(users=args.users, items=args.items, days=7, end=END, seed=args.seed))
-        truth = storage.read_upto("truth_items", END, columns=["item_id", "topic"])
+        truth = resolve(storage, {"t": as_of(TRUTH_ITEMS, END)}).dimension("t", ["item_id", "topic"])
         print("min_clients  type      pairs  same_topic  mean_content_sim")
         for min_clients in args.min_clients:
             with open_engine("duckdb") as engine:

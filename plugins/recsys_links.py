@@ -30,8 +30,8 @@ class MLflowRunLink(BaseOperatorLink):
     name = "MLflow run"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        from recsys_notify.config import get_settings
-        from recsys_notify.ui_links import mlflow_run_url
+        from recsys_notify.core.config import get_settings
+        from recsys_notify.core.dag_support import mlflow_run_url
 
         return mlflow_run_url(_return_value(ti_key), get_settings().mlflow_ui_url) or ""
 

@@ -28,7 +28,7 @@ SMALL_WORLD = {"users": 600, "items": 2000, "days": 14, "seed": 7}
 @pytest.fixture
 def settings_env(tmp_path, monkeypatch):
     """Point settings at a fresh data root; returns a function to set more ``RECSYS__`` overrides."""
-    from recsys_notify.config import get_settings
+    from recsys_notify.core.config import get_settings
 
     monkeypatch.setenv("RECSYS__DATA_ROOT", str(tmp_path / "data"))
     get_settings.cache_clear()
@@ -44,7 +44,7 @@ def settings_env(tmp_path, monkeypatch):
 
 @pytest.fixture
 def storage(settings_env, tmp_path):
-    from recsys_notify.storage import Storage
+    from recsys_notify.core.storage import Storage
 
     return Storage(str(tmp_path / "data"))
 
@@ -52,18 +52,24 @@ def storage(settings_env, tmp_path):
 @pytest.fixture(scope="session")
 def small_world_root(tmp_path_factory) -> Path:
     """A synthetic dataset generated once per session; copy it (``world`` fixture) before writing."""
-    from recsys_notify.storage import Storage
+    import mlflow
+
+    from recsys_notify.core import tracking
+    from recsys_notify.core.config import Settings
+    from recsys_notify.core.storage import Storage
     from recsys_notify.synthetic import GeneratorConfig, generate
 
     root = tmp_path_factory.mktemp("small-world") / "data"
     generate(Storage(str(root)), GeneratorConfig(**SMALL_WORLD))
+    tracking.configure(Settings(data_root=str(root)))
+    mlflow.search_experiments()  # creates and migrates the SQLite store once; every copy of the world reuses it
     return root
 
 
 @pytest.fixture
 def world(small_world_root, settings_env, tmp_path):
     """A private copy of the small synthetic world as the configured data root."""
-    from recsys_notify.storage import Storage
+    from recsys_notify.core.storage import Storage
 
     target = tmp_path / "data"
     shutil.copytree(small_world_root, target)

@@ -16,7 +16,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from recsys_notify.storage import MANIFEST, Storage
+from recsys_notify.core.storage import MANIFEST, Storage
 
 
 def pick(df: pd.DataFrame, n: int, seed: int = 0) -> np.ndarray:
@@ -230,8 +230,8 @@ def debris(storage: Storage, dataset: str) -> list[str]:
         if committed:
             manifest = storage.manifest(dataset, name[3:])
             keep |= {f.split("/", 1)[0] for f in manifest["files"]} | {manifest.get("previous")}
-        found += [f"{name}/{leaf}" for leaf in (e.rstrip("/").rsplit("/", 1)[-1] for e in storage.fs.ls(entry, detail=False))
-                  if leaf not in keep]
+        leaves = (e.rstrip("/").rsplit("/", 1)[-1] for e in storage.fs.ls(entry, detail=False))
+        found += [f"{name}/{leaf}" for leaf in leaves if leaf not in keep]
         if not committed and not storage.fs.ls(entry, detail=False):
             found.append(name)
     return sorted(found)

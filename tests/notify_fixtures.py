@@ -13,8 +13,10 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from recsys_notify.embeddings import item_vectors
-from recsys_notify.storage import Storage
+from recsys_notify.core.embeddings import VECTORS, item_vectors, vectors_request
+from recsys_notify.core.inputs import resolve
+from recsys_notify.core.storage import Storage
+from tests.frames import span, upto
 
 LANGS_WITH_OPS_TEMPLATE = ("en",)
 
@@ -25,14 +27,14 @@ def build_upstream(storage: Storage, dt: date, k: int = 40, medoids_per_user: in
 
     ``without_medoids`` users (the last ones by id) get no medoid rows, to exercise that policy.
     """
-    ids, vec = item_vectors(storage, dt, "content", dim)
+    ids, vec = item_vectors(resolve(storage, {VECTORS: vectors_request("content", dt)}), "content", dim)
     km = faiss.Kmeans(dim, k, niter=10, seed=1)
     km.train(vec)
     dist, assign = km.index.search(vec, 1)
     item_cluster = pd.DataFrame({"item_id": ids, "cluster": assign[:, 0], "distance": dist[:, 0]})
-    items = storage.read_upto("items", dt, columns=["item_id", "language"])
+    items = upto(storage, "items", dt, columns=["item_id", "language"])
 
-    events = storage.read_range("events", dt - timedelta(days=13), dt, allow_missing=True,
+    events = span(storage, "events", dt - timedelta(days=13), dt,
                                 columns=["user_id", "item_id", "completion", "liked"])
     pos = events[(events["completion"] > 0.9) | events["liked"]].merge(item_cluster, on="item_id")
     per_item = pos.groupby(["user_id", "cluster", "item_id"]).size().rename("n").reset_index()
@@ -68,15 +70,17 @@ def build_upstream(storage: Storage, dt: date, k: int = 40, medoids_per_user: in
 
     member_items = user_medoids["item_id"].unique()
     gc = item_cluster[item_cluster["item_id"].isin(member_items)]
-    global_clusters = pd.DataFrame({"item_id": gc["item_id"].astype("int64"), "cluster_id": gc["cluster"].astype("int64"),
+    global_clusters = pd.DataFrame({"item_id": gc["item_id"].astype("int64"),
+                                    "cluster_id": gc["cluster"].astype("int64"),
                                     "distance": gc["distance"].astype("float64")}).reset_index(drop=True)
 
     clusters = np.arange(k)
     templates = pd.concat([
         pd.DataFrame({"cluster_id": clusters, "language": "*", "template_id": [f"auto-{c}" for c in clusters],
-                      "title": "More like this", "body": "{caption}", "source": "auto"}),
+                      "title": "More like this", "body": "{caption}", "source": "auto", "keywords": [[]] * k}),
         pd.DataFrame({"cluster_id": clusters, "language": "en", "template_id": [f"ops-{c}-en" for c in clusters],
-                      "title": "Trending in {missing_field} your feed", "body": "Watch: {caption}", "source": "ops"}),
+                      "title": "Trending in {missing_field} your feed", "body": "Watch: {caption}", "source": "ops",
+                      "keywords": [[]] * k}),
     ]).reset_index(drop=True)
     out = {"user_medoids": user_medoids, "global_medoids": global_medoids, "global_clusters": global_clusters,
            "templates": templates}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recsys_notify.storage import Storage
+from recsys_notify.core.storage import Storage
 
 
 def committed_bytes(root: Path | str, datasets: list[str] | None = None) -> dict[str, bytes]:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from recsys_notify.cli import add_dates, build_parser, days_of, main
-from recsys_notify.storage import Storage
+from recsys_notify.core.storage import Storage
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, object, str]:

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from recsys_notify.config import Settings, load_settings
+from recsys_notify.core.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 AIRFLOW_COMMANDS = {"airflow-apiserver": "api-server", "airflow-scheduler": "scheduler",
@@ -202,7 +202,7 @@ def test_airflow_container_env_reaches_an_s3_endpoint(services):
     import boto3
     import pandas as pd
 
-    from recsys_notify.storage import storage_from_settings
+    from recsys_notify.core.storage import storage_from_settings
 
     env = _env(services["airflow-worker"])
     bucket = urlparse(load_settings(environ=env).data_root).hostname

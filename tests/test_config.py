@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from recsys_notify.config import ConfigError, get_settings, load_settings
-from recsys_notify.storage import storage_from_settings
+from recsys_notify.core.config import ConfigError, get_settings, load_settings
+from recsys_notify.core.storage import storage_from_settings
 
 
 def test_defaults_match_the_issue():
     s = load_settings(environ={})
     assert s.data_root == "file://./data"
-    assert (s.embedding.dim, s.embedding.trimmed_dim) == (128, 16)
+    assert s.embedding.trimmed_dim == 16
     assert s.global_medoids.k == 500
     assert s.user_medoids.max_medoids == 12
     assert s.user_medoids.window_days == 14
@@ -45,7 +45,8 @@ def test_config_path_from_env_and_cached_settings(tmp_path, monkeypatch):
 def test_unknown_key_is_rejected_with_its_path(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("global_medoids:\n  kk: 3\n")
-    with pytest.raises(ConfigError, match=r"invalid config .*c\.yaml: global_medoids\.kk: Extra inputs are not permitted"):
+    with pytest.raises(ConfigError,
+                       match=r"invalid config .*c\.yaml: global_medoids\.kk: Extra inputs are not permitted"):
         load_settings(cfg, environ={})
     with pytest.raises(ConfigError, match=r"pair_mining\.windw_days: Extra inputs are not permitted"):
         load_settings(environ={"RECSYS__PAIR_MINING__WINDW_DAYS": "3"})

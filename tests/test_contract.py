@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_notify.contract import ContractError, embedding_matrix, ingest, validate
-from recsys_notify.storage import MissingPartitionError
+from recsys_notify.core.contract import ContractError, embedding_matrix, ingest, validate
+from recsys_notify.core.storage import MissingPartitionError
 
 DAY = date(2026, 11, 2)
 ITEMS = np.array([1007, 1014, 1021, 1028], dtype=np.int64)
@@ -173,7 +173,8 @@ def test_wrong_types_fail_naming_the_column():
         validate("events", df, DAY, ITEMS)
     us = users()
     us["signup_ts"] = 12345
-    with pytest.raises(ContractError, match=r"^users: column signup_ts has wrong type: expected timestamps, got int64$"):
+    message = r"^users: column signup_ts has wrong type: expected timestamps, got int64$"
+    with pytest.raises(ContractError, match=message):
         validate("users", us)
 
 

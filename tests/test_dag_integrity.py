@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from recsys_notify.dag_support import OWNER
+from recsys_notify.core.dag_support import OWNER
 
 REPO = Path(__file__).resolve().parents[1]
 DAGS = REPO / "dags"
 DAG_FILES = sorted(DAGS.glob("*.py")) if DAGS.is_dir() else []
-EXPECTED_DAGS = ["pair_mining", "gem_training", "user_medoids", "global_medoids", "notifications", "two_tower_retrain"]
+EXPECTED_DAGS = ["pair_mining", "gem", "user_medoids", "global_medoids", "notifications", "two_tower"]
 HEAVY = ["pandas", "pyarrow", "torch", "sklearn", "scipy", "mlflow", "duckdb", "faiss", "pyspark", "hdbscan",
          "implicit", "matplotlib"]
 
@@ -62,7 +62,8 @@ def test_dag_file_conventions(dagbag, path):
         where = f"{path.name}:{dag.dag_id}"
         assert dag.tags, f"{where} has no tags"
         assert dag.catchup is False, f"{where} must set catchup=False (backfills are explicit)"
-        assert dag.start_date is not None and dag.start_date.utcoffset() is not None, f"{where} needs a tz-aware start_date"
+        assert dag.start_date is not None and dag.start_date.utcoffset() is not None, \
+            f"{where} needs a tz-aware start_date"
         assert dag.tasks, f"{where} has no tasks"
         for t in dag.tasks:
             assert t.owner == OWNER, f"{where}.{t.task_id} owner is {t.owner!r}, expected {OWNER!r}"

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_notify.contract import ContractError, ingest
-from recsys_notify.embeddings import item_vectors, l2_normalize
-from recsys_notify.storage import MissingPartitionError
+from recsys_notify.core.contract import ContractError, ingest
+from recsys_notify.core.embeddings import l2_normalize
+from recsys_notify.core.storage import MissingPartitionError
+from tests.frames import vectors
 
 D1, D2 = date(2026, 11, 1), date(2026, 11, 2)
 
@@ -32,35 +33,35 @@ def store(storage):
 
 
 def test_content_vectors_are_trimmed_in_pca_order(store):
-    ids, x = item_vectors(store, D1, "content", dim=16)
+    ids, x = vectors(store, D1, "content", dim=16)
     assert ids.tolist() == [10, 20] and x.shape == (2, 16) and x.dtype == np.float32 and x.flags.c_contiguous
     assert x[:, 0].tolist() == [1000.0, 1128.0]  # D1 rows start at 1000, 128 values per row
-    ids, x = item_vectors(store, D2, "content", dim=None)
+    ids, x = vectors(store, D2, "content", dim=None)
     assert ids.tolist() == [10, 20, 30] and x.shape == (3, 128)
 
 
 def test_selected_ids_keep_the_requested_order(store):
-    ids, x = item_vectors(store, D2, item_ids=np.array([30, 10]), dim=4)
+    ids, x = vectors(store, D2, item_ids=np.array([30, 10]), dim=4)
     assert ids.tolist() == [30, 10] and x[:, :2].tolist() == [[2000.0, 2001.0], [1000.0, 1001.0]]
     with pytest.raises(ContractError, match=r"^2 item id\(s\) have no content embedding on 2026-11-01, e.g. 30$"):
-        item_vectors(store, D1, item_ids=np.array([10, 30, 40]))
+        vectors(store, D1, item_ids=np.array([10, 30, 40]))
 
 
 def test_gem_vectors_use_their_own_width_and_latest_partition(store):
     with pytest.raises(MissingPartitionError, match="gem_embeddings has no partition on or before 2026-11-02: "
-                                                    "run the gem_training DAG"):
-        item_vectors(store, D2, "gem")
+                                                    "run the gem DAG"):
+        vectors(store, D2, "gem")
     store.write("gem_embeddings", D1, pd.DataFrame({
         "item_id": np.array([10, 20, 30], dtype=np.int64),
         "embedding": list(np.ones((3, 32), dtype=np.float32) * np.arange(1, 4)[:, None]),
     }))
-    ids, x = item_vectors(store, D2, "gem", dim=8)  # D1's model is the newest on or before D2
+    ids, x = vectors(store, D2, "gem", dim=8)  # D1's model is the newest on or before D2
     assert ids.tolist() == [10, 20, 30] and x.shape == (3, 8) and x[2, 0] == 3.0
-    assert item_vectors(store, D2, "gem", dim=None)[1].shape == (3, 32)
+    assert vectors(store, D2, "gem", dim=None)[1].shape == (3, 32)
     with pytest.raises(ValueError, match="dim 64 is out of range for gem embeddings of width 32"):
-        item_vectors(store, D2, "gem", dim=64)
+        vectors(store, D2, "gem", dim=64)
     with pytest.raises(ValueError, match="unknown embedding source 'clip'"):
-        item_vectors(store, D2, "clip")  # type: ignore[arg-type]
+        vectors(store, D2, "clip")  # type: ignore[arg-type]
 
 
 def test_l2_normalize_keeps_zero_rows():

@@ -16,8 +16,10 @@ import pandas as pd
 import pytest
 import torch
 
-from recsys_notify.contract import ContractError
-from recsys_notify.storage import MissingPartitionError, Storage
+from recsys_notify.core.contract import ContractError
+from recsys_notify.core.storage import MissingPartitionError, Storage
+from recsys_notify.gem import step as gem_step
+from tests.frames import span, upto
 
 DT = date(2026, 11, 14)
 # A world the size of the generator defaults: the 600-user fixture world has too few co-engaged
@@ -30,9 +32,9 @@ QUICK_GEM = {"gem__epochs": 6, "gem__batch_size": 256, "gem__holdout_fraction": 
 def _test_pairs(storage: Storage, dt: date, window_days: int = 7) -> pd.DataFrame:
     """TEST-ONLY stand-in for pair_mining: items two+ clients both watched to >= 90% are positive
     pairs; a client's kept item vs. one they dropped below 30% is a negative pair."""
-    events = storage.read_range("events", dt - timedelta(days=window_days - 1), dt,
-                                columns=["user_id", "item_id", "completion"])
-    items = storage.read_upto("items", dt, columns=["item_id", "embedding"])
+    events = span(storage, "events", dt - timedelta(days=window_days - 1), dt,
+                  columns=["user_id", "item_id", "completion"])
+    items = upto(storage, "items", dt, columns=["item_id", "embedding"])
     con = duckdb.connect()
     con.register("events", events)
     pairs = con.execute("""
@@ -81,7 +83,7 @@ def gem_world(gem_world_root, settings_env, tmp_path):
 
 
 def _settings():
-    from recsys_notify.config import get_settings
+    from recsys_notify.core.config import get_settings
 
     return get_settings()
 
@@ -115,8 +117,8 @@ def test_balanced_sampler_bucket_shares():
 
 
 def test_train_pairs_is_deterministic_and_lowers_loss():
-    from recsys_notify.config import GemSettings
-    from recsys_notify.gem.inputs import Pairs
+    from recsys_notify.core.config import GemSettings
+    from recsys_notify.gem.data import Pairs
     from recsys_notify.gem.model import build_model
     from recsys_notify.gem.objectives import train_pairs
 
@@ -143,17 +145,18 @@ def test_train_pairs_is_deterministic_and_lowers_loss():
 def test_pairs_objective_beats_content_on_cold_start_and_covers_all_items(gem_world):
     import mlflow
 
-    from recsys_notify.embeddings import item_vectors
-    from recsys_notify.gem.training import train_gem
+    from recsys_notify.core.embeddings import VECTORS, item_vectors, vectors_request
+    from recsys_notify.core.inputs import resolve
 
     # default epochs/batch: the quick settings beat content too, but by a thinner margin (docs/gem.md)
-    result = train_gem(gem_world, DT, epochs=20, batch_size=512)
+    step = gem_step.run(gem_world, _settings(), DT, {"epochs": 20, "batch_size": 512})
+    result = {**step.summary, "mlflow_run_id": step.mlflow_run_id}
     k = _settings().gem.eval_k
     assert result["losses"][-1] < result["losses"][0]
     assert result[f"gem_recall_at_{k}"] > result[f"content_recall_at_{k}"]
     assert result["eval_items"] >= 50
 
-    items = gem_world.read_upto("items", DT, columns=["item_id"])
+    items = upto(gem_world, "items", DT, columns=["item_id"])
     out = gem_world.read("gem_embeddings", DT)
     assert sorted(out["item_id"]) == sorted(items["item_id"])
     matrix = np.stack(out["embedding"].to_numpy())
@@ -162,9 +165,12 @@ def test_pairs_objective_beats_content_on_cold_start_and_covers_all_items(gem_wo
     assert (np.diff(variance) <= 1e-6).all(), "columns must be PCA-ordered (most variance first)"
 
     # consumers switch source to gem: every item (cold ones included) has a trimmed vector
-    ids, vectors = item_vectors(gem_world, DT, source="gem", dim=16)
+    def gem_vectors(day, **kwargs):
+        return item_vectors(resolve(gem_world, {VECTORS: vectors_request("gem", day)}), "gem", **kwargs)
+
+    ids, vectors = gem_vectors(DT, dim=16)
     assert len(ids) == len(items) and vectors.shape == (len(items), 16)
-    later_ids, _ = item_vectors(gem_world, DT + timedelta(days=1), source="gem", item_ids=ids[:5])
+    later_ids, _ = gem_vectors(DT + timedelta(days=1), item_ids=ids[:5])
     assert list(later_ids) == list(ids[:5])
 
     run = mlflow.get_run(result["mlflow_run_id"])
@@ -176,7 +182,7 @@ def test_pairs_objective_beats_content_on_cold_start_and_covers_all_items(gem_wo
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"gem_training.png", "gem_summary.json"} <= artifacts
     encoder = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
-    content = np.stack(gem_world.read_upto("items", DT, columns=["embedding"])["embedding"].to_numpy()[:4])
+    content = np.stack(upto(gem_world, "items", DT, columns=["embedding"])["embedding"].to_numpy()[:4])
     served = encoder(torch.from_numpy(content.astype(np.float32))).detach().numpy()
     assert np.allclose(served, matrix[:4], atol=1e-4), "logged model reproduces the stored vectors"
     assert gem_world.manifest("gem_embeddings", DT)["metadata"]["mlflow_run_id"] == run.info.run_id
@@ -184,22 +190,22 @@ def test_pairs_objective_beats_content_on_cold_start_and_covers_all_items(gem_wo
 
 def test_als_objective_via_cli_trains_and_writes(gem_world, capsys):
     from conftest import cli_json
+
     from recsys_notify.cli import main
 
-    assert main(["train-gem", "--date", DT.isoformat(), "--objective", "als", "--epochs", "8", "--out-dim", "32"]) == 0
-    result = cli_json(capsys.readouterr().out)[0]
+    assert main(["gem", "--date", DT.isoformat(), "--objective", "als", "--epochs", "8", "--out-dim", "32"]) == 0
+    out = cli_json(capsys.readouterr().out)[0]
+    result = out["summary"]
     assert result["objective"] == "als" and result["als_items"] > 100 and result["out_dim"] == 32
     assert result["losses"][-1] < result["losses"][0]
-    assert result["rows"] == len(gem_world.read_upto("items", DT, columns=["item_id"]))
+    assert out["outputs"]["gem_embeddings"] == len(upto(gem_world, "items", DT, columns=["item_id"]))
     assert np.isfinite(result["gem_recall_at_20"])
 
 
 def test_missing_pairs_names_the_upstream_step(world, settings_env):
-    from recsys_notify.gem.training import train_gem
-
     settings_env(**QUICK_GEM)
-    with pytest.raises(MissingPartitionError, match="run the pair_mining DAG .*mine-pairs.* for 2026-11-14 first"):
-        train_gem(world, DT)
+    with pytest.raises(MissingPartitionError, match="run the pair_mining DAG .*pair-mining.* for 2026-11-14 first"):
+        gem_step.run(world, _settings(), DT)
     assert not world.exists("gem_embeddings", DT)
 
 
@@ -210,22 +216,19 @@ def test_missing_pairs_names_the_upstream_step(world, settings_env):
     (lambda p: p.assign(item1=p["item2"]), "item1 < item2"),
 ])
 def test_bad_pairs_fail_before_writing(gem_world, breakage, message):
-    from recsys_notify.gem.training import train_gem
-
     gem_world.write("pairs", DT, breakage(gem_world.read("pairs", DT)))
     with pytest.raises(ContractError, match=message):
-        train_gem(gem_world, DT)
+        gem_step.run(gem_world, _settings(), DT)
     assert not gem_world.exists("gem_embeddings", DT)
 
 
 def test_invalid_run_params_are_rejected(gem_world):
-    from recsys_notify.config import ConfigError
-    from recsys_notify.gem.training import train_gem
+    from recsys_notify.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="epochs"):
-        train_gem(gem_world, DT, epochs=0)
+        gem_step.run(gem_world, _settings(), DT, {"epochs": 0})
     with pytest.raises(ConfigError, match="out_dim .* cannot exceed gem.als_factors"):
-        train_gem(gem_world, DT, objective="als", out_dim=64)
+        gem_step.run(gem_world, _settings(), DT, {"objective": "als", "out_dim": 64})
     assert not gem_world.exists("gem_embeddings", DT)
 
 
@@ -233,9 +236,9 @@ def test_invalid_run_params_are_rejected(gem_world):
 def test_gem_dag_runs_after_pairs(gem_world, airflow_db):
     from airflow.sdk.exceptions import ParamValidationError
 
-    from dags.gem_training import gem_training
+    from dags.gem import gem
 
-    dag = gem_training()
+    dag = gem()
     logical = datetime(2026, 11, 14, tzinfo=timezone.utc)
     with pytest.raises(ParamValidationError):
         dag.test(logical_date=logical, run_conf={"objective": "word2vec"})
@@ -243,5 +246,5 @@ def test_gem_dag_runs_after_pairs(gem_world, airflow_db):
     assert dr.state == "success"
     meta = gem_world.manifest("gem_embeddings", DT)["metadata"]
     assert meta["objective"] == "pairs" and meta["mlflow_run_id"]
-    ti = next(t for t in dr.get_task_instances() if t.task_id == "train")
+    ti = next(t for t in dr.get_task_instances() if t.task_id == "run")
     assert ti.state == "success"

@@ -8,11 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_notify import global_medoids as gm
-from recsys_notify import overrides as ovr
-from recsys_notify import user_medoids as um
-from recsys_notify.config import load_settings
-from recsys_notify.embeddings import l2_normalize
+from recsys_notify.core.config import ConfigError, get_settings, load_settings
+from recsys_notify.core.embeddings import l2_normalize
+from recsys_notify.core.step import parse_params
+from recsys_notify.global_medoids import medoids as gm_compute
+from recsys_notify.global_medoids import overrides as ovr
+from recsys_notify.global_medoids import step as gm
+from recsys_notify.global_medoids.params import OverrideParams
+from recsys_notify.user_medoids import step as um
+from tests.frames import upto
 
 DAY = date(2026, 11, 14)
 
@@ -21,7 +25,7 @@ DAY = date(2026, 11, 14)
 def refreshed(world):
     """Small world with user medoids for DAY and k=12 global clusters."""
     settings = load_settings(environ={"RECSYS__DATA_ROOT": str(world.root), "RECSYS__GLOBAL_MEDOIDS__K": "12"})
-    um.refresh(world, settings, DAY, shards=1, track=False)
+    um.run(world, settings, DAY, {"shards": 1})
     return world, settings
 
 
@@ -32,7 +36,7 @@ def test_match_ids_recovers_permuted_previous_ids():
     perm = rng.permutation(6)
     new = l2_normalize(prev[perm] + rng.normal(0, 0.01, (6, 16)).astype(np.float32))
     extra = l2_normalize(rng.normal(size=(1, 16)).astype(np.float32))
-    ids, quality = gm.match_ids(np.vstack([new, extra]), np.ones(7), prev_ids, prev, max_distance=0.3)
+    ids, quality = gm_compute.match_ids(np.vstack([new, extra]), np.ones(7), prev_ids, prev, max_distance=0.3)
     assert ids[:6].tolist() == prev_ids[perm].tolist()
     assert ids[6] == 21 and quality["matched"] == 6 and quality["new_clusters"] == 1
     assert 0 < quality["centroid_drift_mean"] < 0.01
@@ -45,7 +49,7 @@ def test_representatives_are_exact_medoids_per_language_and_skip_blocked():
     langs = np.array(["en", "es", "en"] * 10)
     items = np.arange(30) + 100
     blocked = np.zeros(30, bool)
-    reps = gm.representatives(clusters, X, items, langs, blocked)
+    reps = gm_compute.representatives(clusters, X, items, langs, blocked)
     for (c, lang), row in reps.set_index(["cluster_id", "language"]).iterrows():
         members = np.flatnonzero(clusters == c)
         cands = members if lang == "*" else members[langs[members] == lang]
@@ -54,14 +58,14 @@ def test_representatives_are_exact_medoids_per_language_and_skip_blocked():
     assert set(reps["language"]) == {"*", "en", "es"}
     best = int(reps[(reps.cluster_id == 5) & (reps.language == "*")]["item_id"].iloc[0])
     blocked[best - 100] = True
-    again = gm.representatives(clusters, X, items, langs, blocked)
+    again = gm_compute.representatives(clusters, X, items, langs, blocked)
     assert best not in set(again["item_id"])
 
 
 def test_refresh_keeps_ids_stable_and_writes_outputs(refreshed):
     storage, settings = refreshed
-    first = gm.refresh(storage, settings, DAY, track=False)
-    second = gm.refresh(storage, settings, DAY + timedelta(days=1), track=False)  # same user medoids
+    first = gm.run(storage, settings, DAY).summary
+    second = gm.run(storage, settings, DAY + timedelta(days=1)).summary  # same user medoids
     assert second["match_rate"] == 1.0 and second["centroid_drift_max"] < 1e-4
     a = storage.read("global_medoids", DAY)
     b = storage.read("global_medoids", DAY + timedelta(days=1))
@@ -79,27 +83,27 @@ def _two_items(storage, cluster_id: int) -> tuple[int, int, str]:
     reps = storage.read("global_medoids", DAY)
     current = int(reps[(reps.cluster_id == cluster_id) & (reps.language == "*")]["item_id"].iloc[0])
     other = int(clusters[(clusters.cluster_id == cluster_id) & (clusters.item_id != current)]["item_id"].iloc[0])
-    lang = storage.read_upto("items", DAY).set_index("item_id").loc[other, "language"]
+    lang = upto(storage, "items", DAY).set_index("item_id").loc[other, "language"]
     return current, other, lang
 
 
 def test_override_survives_next_refresh_until_expiry(refreshed):
     storage, settings = refreshed
-    gm.refresh(storage, settings, DAY, track=False)
+    gm.run(storage, settings, DAY)
     _, pick, _ = _two_items(storage, 2)
     day1, day2, day3 = (DAY + timedelta(days=i) for i in (1, 2, 3))
-    req = ovr.parse_request({"replace_representatives": [{"cluster_id": 2, "item_id": pick}],
+    req = ({"replace_representatives": [{"cluster_id": 2, "item_id": pick}],
                              "reason": "launch", "requested_by": "ana", "expires": day2.isoformat()})
-    gm.refresh(storage, settings, day1, req, run_id="manual__1", track=False)
+    gm.run(storage, settings, day1, {**req, "run_id": "manual__1"})
 
     def star(day):
         reps = storage.read("global_medoids", day)
         return reps[(reps.cluster_id == 2) & (reps.language == "*")].iloc[0]
 
     assert (star(day1)["item_id"], star(day1)["source"]) == (pick, "override")
-    gm.refresh(storage, settings, day2, track=False)  # plain refresh: override still in force
+    gm.run(storage, settings, day2)  # plain refresh: override still in force
     assert (star(day2)["item_id"], star(day2)["source"]) == (pick, "override")
-    gm.refresh(storage, settings, day3, track=False)  # past expiry
+    gm.run(storage, settings, day3)  # past expiry
     assert star(day3)["source"] == "kmeans"
     audit = storage.read("overrides", day3)
     assert audit[["action", "requested_by", "reason", "run_id", "expires"]].iloc[0].tolist() == [
@@ -108,15 +112,13 @@ def test_override_survives_next_refresh_until_expiry(refreshed):
 
 def test_block_and_revoke(refreshed):
     storage, settings = refreshed
-    gm.refresh(storage, settings, DAY, track=False)
+    gm.run(storage, settings, DAY)
     current, _, _ = _two_items(storage, 1)
     day1, day2 = DAY + timedelta(days=1), DAY + timedelta(days=2)
-    gm.refresh(storage, settings, day1, ovr.parse_request({"block_items": [current], "reason": "takedown",
-                                                            "requested_by": "ops"}), track=False)
+    gm.run(storage, settings, day1, {"block_items": [current], "reason": "takedown", "requested_by": "ops"})
     assert current not in set(storage.read("global_medoids", day1)["item_id"])
     oid = storage.read("overrides", day1)["override_id"].iloc[0]
-    gm.refresh(storage, settings, day2, ovr.parse_request({"revoke_overrides": [oid], "reason": "appeal ok",
-                                                            "requested_by": "ops"}), track=False)
+    gm.run(storage, settings, day2, {"revoke_overrides": [oid], "reason": "appeal ok", "requested_by": "ops"})
     assert current in set(storage.read("global_medoids", day2)["item_id"])
     audit = storage.read("overrides", day2)
     assert audit.set_index("override_id").loc[oid, "revoked_dt"] == day2.isoformat()
@@ -131,7 +133,7 @@ def test_block_and_revoke(refreshed):
 ])
 def test_invalid_override_params_fail_before_writing(refreshed, params, message):
     storage, settings = refreshed
-    gm.refresh(storage, settings, DAY, track=False)
+    gm.run(storage, settings, DAY)
     _, pick, lang = _two_items(storage, 2)
     other_lang = "ja" if lang != "ja" else "ko"
 
@@ -142,26 +144,32 @@ def test_invalid_override_params_fail_before_writing(refreshed, params, message)
             return [fill(v) for v in value]
         return {"PICK": pick, "OTHER": other_lang}.get(value, value) if isinstance(value, str) else value
 
-    request = ovr.parse_request({**fill(params), "reason": "x", "requested_by": "y"})
+    request = {**fill(params), "reason": "x", "requested_by": "y"}
     day1 = DAY + timedelta(days=1)
     before = {d: storage.dates(d) for d in ("global_medoids", "global_clusters", "templates", "overrides")}
     with pytest.raises(ovr.OverrideError, match=message):
-        gm.check_request(storage, settings, day1, request)
-    with pytest.raises(ovr.OverrideError, match=message):
-        gm.refresh(storage, settings, day1, request, track=False)
+        gm.run(storage, settings, day1, request)
     assert {d: storage.dates(d) for d in before} == before
 
 
-def test_override_params_need_reason_and_user():
-    with pytest.raises(ovr.OverrideError, match="reason is required"):
-        ovr.parse_request({"block_items": [1], "requested_by": "x"})
-    with pytest.raises(ovr.OverrideError, match="requested_by is required"):
-        ovr.parse_request({"block_items": [1], "reason": "x"})
-    assert ovr.parse_request({"block_items": [1], "reason": "x"}, default_user="admin").requested_by == "admin"
-    with pytest.raises(ovr.OverrideError, match="not a date"):
-        ovr.parse_request({"expires": "soon"})
-    with pytest.raises(ovr.OverrideError, match="missing item_id"):
-        ovr.parse_request({"replace_representatives": [{"cluster_id": 1}]})
+def test_override_params_need_reason_and_user(settings_env):
+    def check(params):
+        return parse_params(get_settings(), "global_medoids", params, OverrideParams)[1]
+
+    with pytest.raises(ConfigError, match="reason is required"):
+        check({"block_items": [1], "requested_by": "x"})
+    with pytest.raises(ConfigError, match="requested_by is required"):
+        check({"block_items": [1], "reason": "x"})
+    with pytest.raises(ConfigError, match="expires: Input should be a valid date"):
+        check({"expires": "soon"})
+    with pytest.raises(ConfigError, match=r"replace_representatives\.0\.item_id: Field required"):
+        check({"replace_representatives": [{"cluster_id": 1}]})
+    with pytest.raises(ConfigError, match=r"block_items\.0: Input should be a valid integer"):
+        check({"block_items": [True], "reason": "x", "requested_by": "y"})
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) for global_medoids: replace_representative "):
+        check({"replace_representative": [{"cluster_id": 1, "item_id": 2}], "reason": "x"})
+    assert check({"block_items": [1], "reason": " x ", "requested_by": "ana"}).reason == "x"
+    assert check({}).empty
 
 
 def test_global_dag_rejects_invalid_params_in_trigger_form(airflow_db, settings_env):
@@ -176,22 +184,22 @@ def test_global_dag_rejects_invalid_params_in_trigger_form(airflow_db, settings_
 
 def test_second_trigger_same_date_keeps_first_requests_and_retry_is_idempotent(refreshed):
     storage, settings = refreshed
-    gm.refresh(storage, settings, DAY, track=False)
+    gm.run(storage, settings, DAY)
     first, second, _ = _two_items(storage, 2)
     day1 = DAY + timedelta(days=1)
-    block_first = ovr.parse_request({"block_items": [first], "reason": "takedown", "requested_by": "ops"})
-    gm.refresh(storage, settings, day1, block_first, run_id="manual__a", track=False)
-    block_second = ovr.parse_request({"block_items": [second], "reason": "takedown 2", "requested_by": "ana"})
-    gm.refresh(storage, settings, day1, block_second, run_id="manual__b", track=False)
-    gm.refresh(storage, settings, day1, block_second, run_id="manual__b", track=False)  # retry of run b
+    block_first = ({"block_items": [first], "reason": "takedown", "requested_by": "ops"})
+    gm.run(storage, settings, day1, {**block_first, "run_id": "manual__a"})
+    block_second = ({"block_items": [second], "reason": "takedown 2", "requested_by": "ana"})
+    gm.run(storage, settings, day1, {**block_second, "run_id": "manual__b"})
+    gm.run(storage, settings, day1, {**block_second, "run_id": "manual__b"})  # retry of run b
     audit = storage.read("overrides", day1)
     assert sorted(zip(audit["run_id"], audit["item_id"].astype(int))) == [("manual__a", first), ("manual__b", second)]
     assert audit["override_id"].is_unique
     reps = set(storage.read("global_medoids", day1)["item_id"])
     assert first not in reps and second not in reps
-    revoke = ovr.parse_request({"revoke_overrides": [audit.loc[audit.run_id == "manual__a", "override_id"].iloc[0]],
+    revoke = ({"revoke_overrides": [audit.loc[audit.run_id == "manual__a", "override_id"].iloc[0]],
                                 "reason": "appeal ok", "requested_by": "ops"})
-    gm.refresh(storage, settings, day1, revoke, run_id="manual__c", track=False)
-    gm.refresh(storage, settings, day1, revoke, run_id="manual__c", track=False)  # retry: revocation not refused
+    gm.run(storage, settings, day1, {**revoke, "run_id": "manual__c"})
+    gm.run(storage, settings, day1, {**revoke, "run_id": "manual__c"})  # retry: revocation not refused
     audit = storage.read("overrides", day1).set_index("run_id")
     assert audit.loc["manual__a", "revoked_run_id"] == "manual__c" and pd.isna(audit.loc["manual__b", "revoked_dt"])

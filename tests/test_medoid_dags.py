@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 from datetime import date, datetime, timezone
 from pathlib import Path
-
-import pytest
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
 DAY = date(2026, 11, 14)
 
 
 def _load(name: str):
-    """Import a DAG file fresh (module-level settings are read at parse time)."""
-    spec = importlib.util.spec_from_file_location(f"dag_{name}_{id(object())}", DAGS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    from airflow.sdk import DAG
+    """Parse a DAG file fresh, as the DAG processor does (module-level settings are read at parse time)."""
+    from airflow.dag_processing.dagbag import DagBag
 
-    (dag,) = [v for v in vars(module).values() if isinstance(v, DAG) and v.dag_id == name]
-    return dag
+    bag = DagBag(dag_folder=str(DAGS / f"{name}.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags[name]
 
 
 def _logical(day: date) -> datetime:
@@ -43,7 +38,7 @@ def test_dags_follow_conventions():
 
 
 def test_both_dags_run_with_override(world, settings_env, airflow_db):
-    from recsys_notify.storage import Storage
+    from recsys_notify.core.storage import Storage
 
     settings_env(user_medoids__shards=3, global_medoids__k=12)
     storage = Storage(str(world.root))
@@ -81,8 +76,8 @@ def _check_mlflow():
     """Each refresh left an MLflow run with its metrics, plots and (global) the faiss index."""
     import mlflow
 
-    from recsys_notify import tracking
-    from recsys_notify.config import get_settings
+    from recsys_notify.core import tracking
+    from recsys_notify.core.config import get_settings
 
     tracking.configure(get_settings())
     client = mlflow.MlflowClient()
@@ -101,30 +96,32 @@ def _check_mlflow():
 
 
 def test_global_dag_fails_fast_on_invalid_override(world, settings_env, airflow_db):
-    from recsys_notify import user_medoids as um
-    from recsys_notify.config import get_settings
-    from recsys_notify.storage import Storage
+    from recsys_notify.core.config import get_settings
+    from recsys_notify.core.storage import Storage
+    from recsys_notify.user_medoids import step as um
 
     settings_env(global_medoids__k=8)
     storage = Storage(str(world.root))
-    um.refresh(storage, get_settings(), DAY, shards=1, track=False)
+    um.run(storage, get_settings(), DAY, {"shards": 1})
     conf = {"replace_representatives": [{"cluster_id": 0, "item_id": 123456789}], "reason": "x",
             "requested_by": "ops"}
     dr = _load("global_medoids").test(logical_date=_logical(DAY), run_conf=conf)
     assert dr.state == "failed"
-    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
-    assert states["validate_overrides"] == "failed" and states["refresh"] != "success"
+    (ti,) = dr.get_task_instances()
+    assert ti.state == "failed" and ti.try_number == 1  # bad params are not retried
     assert storage.dates("global_medoids") == [] and storage.dates("overrides") == []
 
 
 def test_scheduled_weekly_run_refreshes_last_day_of_its_interval():
     from types import SimpleNamespace
 
-    spec = importlib.util.spec_from_file_location("dag_global_medoids_helpers", DAGS / "global_medoids.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from recsys_notify.core.dag_support import run_date
+
     start, end = _logical(date(2026, 11, 8)), _logical(date(2026, 11, 15))
     scheduled = {"logical_date": start, "data_interval_end": end, "dag_run": SimpleNamespace(run_type="scheduled")}
     manual = {**scheduled, "dag_run": SimpleNamespace(run_type="manual")}
-    assert module._refresh_day(scheduled) == date(2026, 11, 14)
-    assert module._refresh_day(manual) == date(2026, 11, 8)
+    asset = {"logical_date": None, "triggering_asset_events": {"a": [SimpleNamespace(extra={"dt": "2026-11-12"})],
+                                                                 "b": [SimpleNamespace(extra={"dt": "2026-11-13"})]}}
+    assert run_date(scheduled) == date(2026, 11, 14)
+    assert run_date(manual) == date(2026, 11, 8)
+    assert run_date(asset) == date(2026, 11, 13)

@@ -7,13 +7,14 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-
 from notify_fixtures import build_upstream
-from recsys_notify.config import get_settings
-from recsys_notify.contract import ContractError
-from recsys_notify.notify import notify
-from recsys_notify.notify.candidates import SOURCES
-from recsys_notify.notify.eligibility import holdout
+
+from recsys_notify.core.config import get_settings
+from recsys_notify.core.contract import ContractError
+from recsys_notify.notifications import step as nt
+from recsys_notify.notifications.candidates import SOURCES
+from recsys_notify.notifications.eligibility import holdout
+from tests.frames import span, upto
 
 DT = date(2026, 11, 12)
 
@@ -24,8 +25,9 @@ def upstream(world):
     return build_upstream(world, DT, without_medoids=20)
 
 
-def run(storage, dt=DT, ranker=None, **params):
-    return notify(storage, get_settings(), dt, params, ranker=ranker)
+def run(storage, dt=DT, **params):
+    """The step's summary (counts and evaluation); ranked by the transparent score unless a champion is patched in."""
+    return nt.run(storage, get_settings(), dt, params).summary
 
 
 def pairs(frame: pd.DataFrame) -> set[tuple[int, int]]:
@@ -35,14 +37,14 @@ def pairs(frame: pd.DataFrame) -> set[tuple[int, int]]:
 def test_every_eligible_user_gets_exactly_one_filtered_notification(world, upstream):
     stats = run(world)
     outbox = world.read("outbox", DT)
-    users = world.read_upto("users", DT)
+    users = upto(world, "users", DT)
     assert outbox["user_id"].is_unique
     assert set(outbox["user_id"]) == set(users["user_id"])  # policy "popular" covers users without medoids
     assert stats["no_candidate_users"] == 0 and stats["eligible_users"] == len(users)
 
-    history = world.read_range("events", DT - timedelta(days=13), DT, allow_missing=True)
+    history = span(world, "events", DT - timedelta(days=13), DT)
     assert not pairs(outbox) & pairs(history)
-    lang = outbox.merge(world.read_upto("items", DT)[["item_id", "language"]], on="item_id", suffixes=("", "_item"))
+    lang = outbox.merge(upto(world, "items", DT)[["item_id", "language"]], on="item_id", suffixes=("", "_item"))
     assert (lang["language"] == lang["language_item"]).all()
 
     assert set(outbox["source"]) <= set(SOURCES)
@@ -115,17 +117,24 @@ def test_fallback_sources_fill_short_candidate_lists(world, upstream):
     assert "short_term" not in run(world, short_term_enabled=False)["sources"]  # ...unless switched off
 
 
-def test_champion_ranker_decides_and_is_recorded(world, upstream):
+def test_champion_ranker_decides_and_is_recorded(world, upstream, monkeypatch):
     class FakeRanker:
         version = "7"
         seen: list[tuple[np.ndarray, np.ndarray]] = []
 
-        def score(self, storage, dt, user_ids, item_ids):
+        def requests(self, dt):
+            return {}
+
+        def bind(self, inputs):
+            return self
+
+        def score(self, user_ids, item_ids):
             self.seen.append((user_ids, item_ids))
             return ((user_ids * 31 + item_ids * 17) % 1000).astype(float)  # unrelated to the transparent score
 
     ranker = FakeRanker()
-    run(world, ranker=ranker)
+    monkeypatch.setattr(nt, "load_champion", lambda settings: ranker)
+    run(world)
     outbox = world.read("outbox", DT)
     assert (outbox["model_version"] == "two_tower:7").all()
     scored = pd.DataFrame({"user_id": np.concatenate([u for u, _ in ranker.seen]),
@@ -140,7 +149,7 @@ def test_champion_ranker_decides_and_is_recorded(world, upstream):
 
 def test_bad_upstream_fails_before_writing(world, upstream):
     world.write("user_medoids", DT, upstream["user_medoids"].drop(columns=["importance"]))
-    with pytest.raises(ContractError, match="user_medoids: missing column.*importance"):
+    with pytest.raises(ContractError, match="user_medoids dt=2026-11-12: missing column.*importance"):
         run(world)
     build_upstream(world, DT, dim=8)
     with pytest.raises(ContractError, match="vector length 8 != item vector length 16"):
@@ -152,13 +161,10 @@ def test_bad_upstream_fails_before_writing(world, upstream):
 
 def test_hit_rate_beats_popular_baseline(world):
     """Pooled over three days, the chosen item is hit at least twice as often as the popular item."""
-    from recsys_notify.notify.evaluation import evaluate
-
     hits: dict[str, float] = {}
     for day in (DT - timedelta(days=2), DT - timedelta(days=1), DT):
         build_upstream(world, day)
-        run(world, day)
-        m = evaluate(world, get_settings(), day)
+        m = run(world, day)
         assert m["evaluated_users"] > 300 and 0 < m["coverage"] <= 1 and 0 < m["diversity"] <= 1
         for name in ("", "popular_", "random_"):
             for level in ("item", "cluster"):

@@ -8,11 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_notify.config import ConfigError, PairMiningSettings, get_settings, with_overrides
-from recsys_notify.contract import ContractError, ingest
-from recsys_notify.pair_mining import compute_pairs, mine_pairs, same_topic_share, similarity_buckets
-from recsys_notify.sql_engine import bind, load_queries, open_engine
-from recsys_notify.storage import MissingPartitionError, Storage
+from recsys_notify.core.config import ConfigError, PairMiningSettings, get_settings
+from recsys_notify.core.contract import ContractError, ingest
+from recsys_notify.core.datasets import TRUTH_ITEMS
+from recsys_notify.core.inputs import as_of, resolve
+from recsys_notify.core.sql_engine import bind, load_queries, open_engine
+from recsys_notify.core.step import parse_params
+from recsys_notify.core.storage import MissingPartitionError, Storage
+from recsys_notify.pair_mining import step as pm
+from recsys_notify.pair_mining.evaluation import same_topic_share
+from recsys_notify.pair_mining.mining import similarity_buckets
 
 DT = date(2026, 11, 14)
 DAY0 = DT - timedelta(days=1)
@@ -75,7 +80,7 @@ def hand_world(storage):
 def _mine(storage: Storage, **overrides):
     cfg = PairMiningSettings(**{"window_days": 2, **overrides})
     with open_engine("duckdb") as engine:
-        return compute_pairs(storage, DT, cfg, engine)
+        return pm.compute_pairs(storage, DT, cfg, engine)
 
 
 def _pairs(result) -> set[tuple]:
@@ -155,18 +160,24 @@ def test_unknown_items_quarantined_or_refused(storage):
     assert result.stats["unknown_items"] == 1 and 99 not in result.items.column("item_id").to_pylist()
     assert all(99 not in (p[0], p[1]) for p in _pairs(result))
 
-    settings = with_overrides(get_settings(), "pair_mining", window_days=2)
     with pytest.raises(ContractError, match=r"1 of 8 items .* not in items .*item_id 99"):
-        mine_pairs(storage, DT, settings)
+        pm.run(storage, get_settings(), DT, {"window_days": 2})
     assert not storage.exists("pairs", DT) and not storage.exists("pair_interactions", DT)
 
 
-def test_missing_events_partition_is_named(hand_world):
-    settings = with_overrides(get_settings(), "pair_mining", window_days=5)
-    expected = r"missing 3 day\(s\): 2026-11-10, 2026-11-11, 2026-11-12\. Run .*ingest events"
+def test_missing_events_day_inside_the_window_is_named(hand_world):
+    _write_events(hand_world, [(DT - timedelta(days=3), 1, 1, 11, POS, False)], known=list(range(1, 9)))
+    expected = (r"events is missing 1 day\(s\) of the window 2026-11-11\.\.2026-11-14: 2026-11-12\. "
+                r"Run .*ingest events")
     with pytest.raises(MissingPartitionError, match=expected):
-        mine_pairs(hand_world, DT, settings)
+        pm.run(hand_world, get_settings(), DT, {"window_days": 5})
     assert not hand_world.exists("pair_interactions", DT)
+
+
+def test_window_reaching_before_the_first_events_day_is_clipped(hand_world):
+    result = pm.run(hand_world, get_settings(), DT, {"window_days": 5, "min_clients": 1})
+    assert result.summary["window"] == ["2026-11-13", "2026-11-14"]
+    assert result.inputs["events"] == ["2026-11-13", "2026-11-14"]
 
 
 def test_missing_event_column_is_named(storage):
@@ -174,14 +185,16 @@ def test_missing_event_column_is_named(storage):
     storage.write("events", DT, pd.DataFrame({"user_id": [1], "item_id": [1], "session_id": [1]}))
     with pytest.raises(ContractError, match="events dt=2026-11-14: missing column.*watch_time_s"):
         with open_engine("duckdb") as engine:
-            compute_pairs(storage, DT, PairMiningSettings(window_days=1), engine)
+            pm.compute_pairs(storage, DT, PairMiningSettings(window_days=1), engine)
 
 
-def test_invalid_overrides_are_refused():
+def test_invalid_params_are_refused(settings_env):
     with pytest.raises(ConfigError, match="window_days"):
-        with_overrides(get_settings(), "pair_mining", window_days=0)
+        parse_params(get_settings(), "pair_mining", {"window_days": 0})
     with pytest.raises(ConfigError, match="similarity_edges"):
-        with_overrides(get_settings(), "pair_mining", similarity_edges=[0.5, 0.2])
+        parse_params(get_settings(), "pair_mining", {"similarity_edges": [0.5, 0.2]})
+    with pytest.raises(ConfigError, match=r"unknown parameter.*: window_day \("):
+        parse_params(get_settings(), "pair_mining", {"window_day": 3})
 
 
 def test_parameters_are_bound_not_formatted():
@@ -219,8 +232,8 @@ def test_similarity_buckets_clip_to_outer_edges():
 
 def test_positive_pairs_enriched_for_same_topic(world):
     with open_engine("duckdb") as engine:
-        result = compute_pairs(world, date(2026, 11, 14), PairMiningSettings(min_clients=1), engine)
-    truth = world.read_upto("truth_items", date(2026, 11, 14), columns=["item_id", "topic"])
+        result = pm.compute_pairs(world, date(2026, 11, 14), PairMiningSettings(min_clients=1), engine)
+    truth = resolve(world, {"t": as_of(TRUTH_ITEMS, date(2026, 11, 14))}).dimension("t", ["item_id", "topic"])
     share = same_topic_share(result.pairs.to_pandas(), truth)
     assert result.stats["pairs_positive"] > 1000 and result.stats["pairs_negative"] > 100
     assert share["positive"] > 2 * share["negative"], share
@@ -230,9 +243,8 @@ def test_dag_runs_and_tracks(world, airflow_db):
     import mlflow
     from airflow.sdk.exceptions import ParamValidationError
 
-    from recsys_notify.tracking import configure
-
     from dags.pair_mining import pair_mining
+    from recsys_notify.core.tracking import configure
 
     dag = pair_mining()
     logical = datetime(2026, 11, 14, tzinfo=timezone.utc)

@@ -12,10 +12,10 @@ pytest.importorskip("pyspark")
 if shutil.which("java") is None:
     pytest.skip("pyspark needs a Java 17 runtime (.ci/run installs openjdk-17)", allow_module_level=True)
 
-from recsys_notify.config import PairMiningSettings  # noqa: E402
-from recsys_notify.pair_mining import compute_pairs  # noqa: E402
-from recsys_notify.sql_engine import open_engine  # noqa: E402
-from recsys_notify.storage import Storage  # noqa: E402
+from recsys_notify.core.config import PairMiningSettings  # noqa: E402
+from recsys_notify.core.sql_engine import open_engine  # noqa: E402
+from recsys_notify.core.storage import Storage  # noqa: E402
+from recsys_notify.pair_mining.step import compute_pairs  # noqa: E402
 from recsys_notify.synthetic import GeneratorConfig, generate  # noqa: E402
 
 END = date(2026, 11, 14)

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from recsys_notify.ui_links import mlflow_run_url
+from recsys_notify.core.dag_support import mlflow_run_url
 
 UI = "http://mlflow.example:5001"
 
@@ -21,7 +21,7 @@ from airflow.sdk import dag, task
 def links_probe():
     @task
     def train() -> dict:
-        from recsys_notify.tracking import tracked_run
+        from recsys_notify.core.tracking import tracked_run
 
         with tracked_run("link_probe", "probe", params={"k": 3}) as run:
             return {"mlflow_run_id": run.info.run_id, "mlflow_experiment_id": run.info.experiment_id, "rows": 1}
@@ -61,7 +61,7 @@ def test_link_for_finished_task_points_at_its_mlflow_run(airflow_db, settings_en
     import mlflow
     from airflow.models.serialized_dag import SerializedDagModel
 
-    from recsys_notify.tracking import configure
+    from recsys_notify.core.tracking import configure
 
     settings_env(mlflow_ui_url=UI + "/")
     dr = _run_probe(tmp_path, monkeypatch)

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from recsys_notify.storage import MissingPartitionError, PartitionLockedError, Storage
+from recsys_notify.core.storage import MissingPartitionError, PartitionLockedError
 from tests import corruption as C
 from tests.test_reliability_input import fingerprint
 
@@ -55,7 +55,7 @@ def test_first_write_failing_leaves_no_partition(storage):
 
 _SLOW_WRITER = """
 import sys, time, numpy as np, pandas as pd, pyarrow as pa
-from recsys_notify.storage import Storage
+from recsys_notify.core.storage import Storage
 root, flag, release = sys.argv[1:4]
 def chunks():
     for i in range(3):
@@ -124,7 +124,8 @@ def test_concurrent_writer_process_fails_clearly(storage, tmp_path):
     """While another process holds the partition, a second writer gets PartitionLockedError naming it."""
     release = tmp_path / "release"
     proc, _ = _start_writer(Path(storage.root), tmp_path, str(release))
-    with pytest.raises(PartitionLockedError, match=rf"pairs dt=2026-11-14 is being written by another run \(host .*, pid {proc.pid}\); retry"):
+    message = rf"pairs dt=2026-11-14 is being written by another run \(host .*, pid {proc.pid}\); retry"
+    with pytest.raises(PartitionLockedError, match=message):
         storage.write("pairs", DAY, frame(10, 9))
     release.touch()
     out, err = proc.communicate(timeout=60)
@@ -193,8 +194,8 @@ def test_readers_during_rewrites_see_complete_partitions(storage):
 
 
 def test_tracking_unavailable_is_a_clear_error_and_data_survives(storage, settings_env, monkeypatch):
-    from recsys_notify import tracking
-    from recsys_notify.config import get_settings
+    from recsys_notify.core import tracking
+    from recsys_notify.core.config import get_settings
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")

@@ -11,11 +11,13 @@ import pandas as pd
 import pytest
 
 from recsys_notify import cli
-from recsys_notify.config import ConfigError, load_settings
-from recsys_notify.contract import ContractError, embedding_matrix, ingest, validate
-from recsys_notify.embeddings import item_vectors
-from recsys_notify.storage import MissingPartitionError, Storage, StorageError
+from recsys_notify.core.config import ConfigError, load_settings
+from recsys_notify.core.contract import ContractError, embedding_matrix, ingest, validate
+from recsys_notify.core.datasets import EVENTS, GLOBAL_MEDOIDS
+from recsys_notify.core.inputs import newest, resolve, window
+from recsys_notify.core.storage import MissingPartitionError, Storage, StorageError
 from tests import corruption as C
+from tests.frames import upto, vectors
 
 DAY = date(2026, 11, 14)
 
@@ -24,13 +26,13 @@ DAY = date(2026, 11, 14)
 def clean(small_world_root) -> dict[str, pd.DataFrame]:
     """Small valid raw frames taken from the synthetic world (events of one day, items, users)."""
     src = Storage(str(small_world_root))
-    items = src.read_upto("items", DAY)
+    items = upto(src, "items", DAY)
     events = src.read("events", DAY)
     events = events[events["item_id"].isin(items["item_id"])].head(300).reset_index(drop=True)
     return {
         "events": events.drop(columns=["completion"]),
         "items": items.head(300).reset_index(drop=True),
-        "users": src.read_upto("users", DAY).head(300).reset_index(drop=True),
+        "users": upto(src, "users", DAY).head(300).reset_index(drop=True),
         "known_items": items["item_id"].to_numpy(),
     }
 
@@ -133,7 +135,8 @@ def test_events_outside_partition_day_are_quarantined(clean):
 
 
 def test_ingest_events_without_items_says_what_to_run_first(storage, clean):
-    with pytest.raises(MissingPartitionError, match="items has no partition on or before 2026-11-14: run `recsys-notify generate`"):
+    with pytest.raises(MissingPartitionError,
+                       match="items has no partition on or before 2026-11-14: run `recsys-notify generate`"):
         ingest(storage, "events", DAY, clean["events"])
     assert storage.dates("events") == []
 
@@ -158,13 +161,13 @@ def test_gem_vectors_with_nan_are_refused(storage, clean):
                         "embedding": [np.asarray(v[:32], dtype=np.float32) for v in clean["items"]["embedding"]]})
     storage.write("gem_embeddings", DAY, C.embedding_nan(gem, n=1))
     with pytest.raises(ContractError, match="embedding has NaN or inf"):
-        item_vectors(storage, DAY, source="gem", dim=16)
+        vectors(storage, DAY, source="gem", dim=16)
 
 
 def test_item_vectors_for_unknown_ids_name_one(storage, clean):
     storage.write("items", DAY, clean["items"])
     with pytest.raises(ContractError, match="1 item id.* have no content embedding on 2026-11-14, e.g. -7"):
-        item_vectors(storage, DAY, item_ids=np.array([clean["items"]["item_id"].iloc[0], -7]))
+        vectors(storage, DAY, item_ids=np.array([clean["items"]["item_id"].iloc[0], -7]))
 
 
 # ----- damaged partitions on disk -----
@@ -175,7 +178,7 @@ def test_corrupt_parquet_file_is_a_storage_error_naming_the_file(storage, clean,
     with pytest.raises(StorageError, match=r"corrupt Parquet file .*part-00000\.parquet in items dt=2026-11-14"):
         storage.read("items", DAY)
     with pytest.raises(StorageError, match="items dt=2026-11-14"):
-        storage.read_upto("items", DAY)
+        upto(storage, "items", DAY)
     assert path.endswith("part-00000.parquet")
     storage.write("items", DAY, clean["items"])  # a rerun repairs it
     assert len(storage.read("items", DAY)) == len(clean["items"])
@@ -194,10 +197,12 @@ def test_missing_partitions_say_what_to_run(storage, clean):
     with pytest.raises(MissingPartitionError, match="pairs has no partition for 2026-11-14: run the pair_mining DAG"):
         storage.read("pairs", DAY)
     with pytest.raises(MissingPartitionError, match="global_medoids has no partition on or before 2026-11-14"):
-        storage.latest_on_or_before("global_medoids", DAY)
+        resolve(storage, {"g": newest(GLOBAL_MEDOIDS, DAY)})
+    storage.write("events", date(2026, 11, 11), clean["events"].assign(ts=clean["events"]["ts"] - pd.Timedelta(days=3)))
     storage.write("events", DAY, clean["events"])
-    with pytest.raises(MissingPartitionError, match=r"events is missing 2 partition\(s\) in 2026-11-12..2026-11-14 \(first 2026-11-12\)"):
-        storage.read_range("events", date(2026, 11, 12), DAY)
+    with pytest.raises(MissingPartitionError, match=r"events is missing 2 day\(s\) of the window "
+                                                    r"2026-11-11\.\.2026-11-14: 2026-11-12, 2026-11-13"):
+        resolve(storage, {"e": window(EVENTS, DAY, 5)})
 
 
 def test_empty_committed_partition_reads_as_empty_frame_with_columns(storage, clean):
@@ -222,8 +227,10 @@ def test_cli_ingest_reports_bad_input_and_exit_code(tmp_path, settings_env, clea
     ("pair_mining:\n  window_dayz: 7\n", r"pair_mining.window_dayz: Extra inputs are not permitted"),
     ("colour: blue\n", r"colour: Extra inputs are not permitted"),
     ("pair_mining:\n  window_days: 0\n", r"pair_mining.window_days: Input should be greater than or equal to 1"),
-    ("notifications:\n  holdout_percent: 150\n", r"notifications.holdout_percent: Input should be less than or equal to 100"),
-    ("user_medoids:\n  algorithm: kmeans\n", r"user_medoids.algorithm: Input should be 'dbscan', 'hdbscan' or 'pinnersage'"),
+    ("notifications:\n  holdout_percent: 150\n",
+     r"notifications.holdout_percent: Input should be less than or equal to 100"),
+    ("user_medoids:\n  algorithm: kmeans\n",
+     r"user_medoids.algorithm: Input should be 'dbscan', 'hdbscan' or 'pinnersage'"),
     ("gem:\n  epochs: many\n", r"gem.epochs: Input should be a valid integer"),
     ("global_medoids:\n  schedule: '@once'\n", r"must be time-based"),
     ("data_root: ftp://host/data\n", r"data_root scheme not supported"),

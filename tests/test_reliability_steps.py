@@ -3,6 +3,7 @@ rules, a retried notifications run, MLflow down mid-chain, and byte-identical re
 
 from __future__ import annotations
 
+import importlib
 import shutil
 from datetime import date
 from pathlib import Path
@@ -11,8 +12,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from recsys_notify.config import ConfigError, Settings, load_settings
-from recsys_notify.storage import MissingPartitionError, Storage
+from recsys_notify.core.config import ConfigError, Settings, load_settings
+from recsys_notify.core.step import STEPS, parse_params
+from recsys_notify.core.storage import MissingPartitionError, Storage
 from tests import corruption as C
 from tests.snapshots import committed_bytes
 
@@ -44,26 +46,14 @@ def settings_for(root: Path, **extra: str) -> Settings:
     return load_settings(environ={"RECSYS__DATA_ROOT": str(root), **fast, **extra})
 
 
-STEP_FUNCTIONS = {
-    "pairs": ("recsys_notify.pair_mining", "mine_pairs"),
-    "gem": ("recsys_notify.gem.training", "train_gem"),
-    "user_medoids": ("recsys_notify.user_medoids", "refresh"),
-    "global_medoids": ("recsys_notify.global_medoids", "refresh"),
-    "notify": ("recsys_notify.notify.step", "notify"),
-}
+STEP_NAMES = {"pairs": "pair_mining", "gem": "gem", "user_medoids": "user_medoids",
+              "global_medoids": "global_medoids", "notify": "notifications"}
 
 
-def _module(name: str):
-    return pytest.importorskip(name, reason="pipeline step not merged into this checkout yet")
-
-
-def run_step(step: str, storage: Storage, settings: Settings, **kw) -> dict:
-    """The step functions the DAG tasks and the CLI call."""
-    module, fn = STEP_FUNCTIONS[step]
-    func = getattr(_module(module), fn)
-    if step in ("pairs", "gem"):
-        return func(storage, DAY, settings, **kw)
-    return func(storage, settings, DAY, **kw)
+def run_step(step: str, storage: Storage, settings: Settings, params: dict | None = None) -> dict:
+    """The step's ``run``, as the DAG tasks and the CLI call it; its result as the task's XCom."""
+    module = importlib.import_module(STEPS[STEP_NAMES[step]].module)
+    return module.run(storage, settings, DAY, params).to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +81,8 @@ def _written(storage: Storage, step: str) -> list[str]:
 # ----- missing upstream partitions: "run X for date Y first", nothing written -----
 @pytest.mark.parametrize("step,remove,message", [
     ("pairs", ["events"], r"events .*run `recsys-notify generate` or `recsys-notify ingest events`"),
-    ("gem", ["pairs"], r"pairs .*run the pair_mining DAG \(`recsys-notify mine-pairs`\)"),
-    ("user_medoids", ["gem_embeddings"], r"gem_embeddings .*run the gem_training DAG \(`recsys-notify train-gem`\)"),
+    ("gem", ["pairs"], r"pairs .*run the pair_mining DAG \(`recsys-notify pair-mining`\)"),
+    ("user_medoids", ["gem_embeddings"], r"gem_embeddings .*run the gem DAG \(`recsys-notify gem`\)"),
     ("global_medoids", ["user_medoids"], r"user_medoids .*run the user_medoids DAG"),
     ("notify", ["global_medoids"], r"global_medoids .*run the global_medoids DAG"),
 ])
@@ -125,21 +115,19 @@ def _override_params(item, **extra):
 
 @pytest.mark.parametrize("params,message", [
     (_override_params(-42), r"item -42 does not exist on 2026-11-14"),
-    (_override_params("abc"), r"replace_representatives\[0\].item_id must be an integer, got 'abc'"),
-    (_override_params(1.5), r"item_id must be an integer, got 1.5"),
-    ({"block_items": ["x"], "reason": "r", "requested_by": "me"}, r"block_items\[0\] must be an integer"),
+    (_override_params("abc"), r"replace_representatives\.0\.item_id: Input should be a valid integer"),
+    (_override_params(1.5), r"replace_representatives\.0\.item_id: Input should be a valid integer"),
+    ({"block_items": ["x"], "reason": "r", "requested_by": "me"}, r"block_items\.0: Input should be a valid integer"),
     ({"block_items": [7]}, r"reason is required"),
     ({"block_items": [1], "expires": "next week", "reason": "r", "requested_by": "me"},
-     r"expires 'next week' is not a date"),
+     r"expires: Input should be a valid date"),
+    ({"replace_representative": [{"cluster_id": 0, "item_id": 1}]}, r"unknown parameter.*replace_representative "),
 ])
 def test_bad_override_params_fail_before_anything_is_written(medoid_world, params, message):
-    from recsys_notify import overrides as ovr
-
     storage, settings = medoid_world
     before = {d: _fingerprint(storage, d) for d in STEP_OUTPUTS["global_medoids"]}
-    with pytest.raises(ovr.OverrideError, match=message):
-        request = ovr.parse_request(params)
-        run_step("global_medoids", storage, settings, request=request)
+    with pytest.raises(ConfigError, match=message):
+        run_step("global_medoids", storage, settings, params)
     assert {d: _fingerprint(storage, d) for d in STEP_OUTPUTS["global_medoids"]} == before
 
 
@@ -147,17 +135,18 @@ def test_override_with_blocked_item_is_refused(medoid_world):
     """An item blocked by an earlier refresh (or in the same request) cannot become a representative."""
     from datetime import timedelta
 
-    from recsys_notify import overrides as ovr
+    from recsys_notify.global_medoids import overrides as ovr
+    from recsys_notify.global_medoids.params import OverrideParams
 
     storage, settings = medoid_world
     item = int(storage.read("global_medoids", DAY)["item_id"].iloc[0])
     earlier = DAY - timedelta(days=7)
-    block = ovr.parse_request({"block_items": [item], "reason": "spam", "requested_by": "ops"})
-    storage.write(ovr.DATASET, earlier, ovr.next_history(ovr.history(storage, earlier), block, earlier, "earlier"))
+    block = OverrideParams(block_items=[item], reason="spam", requested_by="ops", run_id="earlier")
+    storage.write("overrides", earlier, ovr.next_history(ovr.history(None, None, earlier, "earlier"), block, earlier))
     before = _fingerprint(storage, "global_medoids")
     for request in (_override_params(item), {**_override_params(item), "block_items": [item]}):
         with pytest.raises(ovr.OverrideError, match=rf"item {item} is blocked"):
-            run_step("global_medoids", storage, settings, request=ovr.parse_request(request))
+            run_step("global_medoids", storage, settings, request)
         assert _fingerprint(storage, "global_medoids") == before
     run_step("global_medoids", storage, settings)  # a plain refresh honours the block
     assert item not in set(storage.read("global_medoids", DAY)["item_id"])
@@ -181,7 +170,7 @@ def _fingerprint(storage: Storage, dataset: str):
     ("(x := 1)", "assignments"),
 ])
 def test_label_rule_cannot_run_code(tmp_path, rule, message):
-    cfg = _module("recsys_notify.two_tower.config")
+    cfg = importlib.import_module("recsys_notify.two_tower.config")
     LabelRuleError, load_experiment, parse_label_rule = cfg.LabelRuleError, cfg.load_experiment, cfg.parse_label_rule
 
     marker = tmp_path / "pwned"
@@ -195,7 +184,7 @@ def test_label_rule_cannot_run_code(tmp_path, rule, message):
 
 
 def test_label_rule_naming_unknown_column_is_refused():
-    cfg = _module("recsys_notify.two_tower.config")
+    cfg = importlib.import_module("recsys_notify.two_tower.config")
     LabelRuleError, parse_label_rule = cfg.LabelRuleError, cfg.parse_label_rule
 
     with pytest.raises(LabelRuleError, match="unknown name 'secret_column'; allowed: completion"):
@@ -208,27 +197,26 @@ def test_label_rule_naming_unknown_column_is_refused():
     ({"loss": "mse"}, "loss: Input should be 'bce' or 'sampled_softmax'"),
 ])
 def test_experiment_config_unknown_key_or_out_of_range(overrides, message):
-    load_experiment = _module("recsys_notify.two_tower.config").load_experiment
+    load_experiment = importlib.import_module("recsys_notify.two_tower.config").load_experiment
 
     with pytest.raises(ValueError, match=message):
         load_experiment("base_dedup", Settings().two_tower.configs_dir, overrides)
 
 
 def test_gem_params_out_of_range_are_config_errors(medoid_world):
-    gem_config = _module("recsys_notify.gem.training").gem_config
     _, settings = medoid_world
-    with pytest.raises(ConfigError, match="invalid gem parameters: epochs"):
-        gem_config(settings, {"epochs": 0})
+    with pytest.raises(ConfigError, match=r"invalid gem parameter\(s\): gem.epochs"):
+        parse_params(settings, "gem", {"epochs": 0})
     with pytest.raises(ConfigError, match="objective"):
-        gem_config(settings, {"objective": "magic"})
+        parse_params(settings, "gem", {"objective": "magic"})
 
 
 def test_notify_params_out_of_range_fail_before_writing(medoid_world):
     storage, settings = medoid_world
     with pytest.raises(ValueError, match="holdout_percent"):
-        run_step("notify", storage, settings, params={"holdout_percent": 250})
+        run_step("notify", storage, settings, {"holdout_percent": 250})
     with pytest.raises(ValueError, match="frequency_kap"):
-        run_step("notify", storage, settings, params={"frequency_kap": 2})
+        run_step("notify", storage, settings, {"frequency_kap": 2})
     assert _written(storage, "notify") == []
 
 
@@ -240,17 +228,17 @@ def test_notify_retry_after_partial_run_has_no_duplicates(medoid_world, monkeypa
     log = storage.read("delivery_log", DAY)
     assert len(log) and not log.duplicated(["user_id"]).any()
 
-    real_write = Storage.write
+    real_publish = Storage._publish
 
-    def dying_write(self, dataset, dt, data, metadata=None):
-        if dataset == "delivery_log":
-            raise C.KillSimulated("worker lost after the outbox was written")
-        return real_write(self, dataset, dt, data, metadata)
+    def dying_publish(self, staged):
+        if "/delivery_log/" in staged.target:
+            raise C.KillSimulated("worker lost after the outbox was published")
+        return real_publish(self, staged)
 
-    monkeypatch.setattr(Storage, "write", dying_write)
+    monkeypatch.setattr(Storage, "_publish", dying_publish)
     with pytest.raises(C.KillSimulated):
         run_step("notify", storage, settings)
-    monkeypatch.setattr(Storage, "write", real_write)
+    monkeypatch.setattr(Storage, "_publish", real_publish)
     again = run_step("notify", storage, settings)  # the Airflow retry
 
     assert committed_bytes(storage.root, ["outbox"]) == outbox
@@ -259,13 +247,14 @@ def test_notify_retry_after_partial_run_has_no_duplicates(medoid_world, monkeypa
     pd.testing.assert_frame_equal(retried, log)
     assert {k: v for k, v in again.items() if not k.startswith("mlflow")} == \
            {k: v for k, v in first.items() if not k.startswith("mlflow")}
+    assert again["outputs"]["delivery_log"] == len(log)
     assert C.debris(storage, "delivery_log") == [] and C.debris(storage, "outbox") == []
 
 
 # ----- MLflow down -----
 @pytest.mark.parametrize("step", ["pairs", "gem", "user_medoids", "global_medoids"])
 def test_tracking_down_fails_clearly_and_retry_succeeds(world, monkeypatch, step):
-    from recsys_notify.tracking import TrackingUnavailableError
+    from recsys_notify.core.tracking import TrackingUnavailableError
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
@@ -338,4 +327,4 @@ def test_full_chain_twice_is_byte_identical(small_world_root, tmp_path):
     different = [k for k in a if not (a[k].equals(b[k]) if hasattr(a[k], "equals") else a[k] == b[k])]
     assert different == []
     assert _metrics(first, tmp_path / "a") == _metrics(second, tmp_path / "b")
-    assert first["notify"]["notifications"] > 0 and first["pairs"]["pairs"] > 0
+    assert first["notify"]["summary"]["notifications"] > 0 and first["pairs"]["summary"]["pairs"] > 0

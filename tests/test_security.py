@@ -103,7 +103,8 @@ def compose_problems(composes: list[Path], templates: list[Path]) -> list[str]:
         referenced = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", text))  # $${X} is a container-side shell variable
         if not required:
             problems.append(f"{compose.name} requires no variables from .env")
-        problems += [f"{v} is required by {compose.name} but missing from .env.example" for v in sorted(required - defined)]
+        problems += [f"{v} is required by {compose.name} but missing from .env.example"
+                     for v in sorted(required - defined)]
         problems += [f"{v} has a default in {compose.name}; secrets must be required from .env"
                      for v in sorted(referenced - required) if re.search(r"PASSWORD|SECRET|KEY|TOKEN", v)]
         for line in text.splitlines():
@@ -153,7 +154,8 @@ def dag_param_problems(dag_folder: Path) -> tuple[int, list[str]]:
     from airflow.sdk.exceptions import ParamValidationError
 
     bag = DagBag(str(dag_folder), safe_mode=False)
-    problems = [f"{path}: import error {err.splitlines()[-1] if err else ''}" for path, err in bag.import_errors.items()]
+    problems = [f"{path}: import error {err.splitlines()[-1] if err else ''}"
+                for path, err in bag.import_errors.items()]
     checked = 0
     for dag_id, dag in sorted(bag.dags.items()):
         for name in dag.params:

@@ -10,7 +10,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from recsys_notify.storage import (
+from recsys_notify.core.datasets import EVENTS, USER_MEDOIDS, lookup
+from recsys_notify.core.inputs import as_of, between, day, newest, resolve, window
+from recsys_notify.core.storage import (
     MissingPartitionError,
     PartitionLockedError,
     Storage,
@@ -18,6 +20,7 @@ from recsys_notify.storage import (
     as_date,
     date_range,
 )
+from tests.frames import upto
 
 D1, D2, D3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
 
@@ -74,18 +77,30 @@ def test_roundtrip_layout_and_manifest(store):
     assert store.read("items", D1, columns=["item_id"]).columns.tolist() == ["item_id"]
 
 
-def test_dates_exists_and_windows(store):
-    for i, day in enumerate([D3, D1, D2]):
-        store.write("events", day, frame(2, offset=10 * i))
+def test_dates_exists_and_resolved_windows(store):
+    for i, d in enumerate([D3, D1, D2]):
+        store.write("events", d, frame(2, offset=10 * i))
     assert store.dates("events") == [D1, D2, D3]
     assert store.dates("nothing") == []
     assert store.exists("events", D2) and not store.exists("events", date(2026, 11, 4))
-    window = store.read_range("events", D1, D2)
-    assert sorted(window["item_id"]) == [10, 11, 20, 21]  # D1 holds offset 10, D2 offset 20
-    assert sorted(store.read_upto("events", D2)["item_id"]) == [10, 11, 20, 21]
-    assert len(store.read_upto("events", date(2030, 1, 1))) == 6
-    assert store.latest_on_or_before("events", date(2026, 11, 30)) == D3
-    assert store.latest_on_or_before("events", D2) == D2
+    inputs = resolve(store, {"w": window(EVENTS, D2, 2), "clipped": window(EVENTS, D2, 30),
+                             "newest": newest(EVENTS, date(2026, 11, 30)), "on": newest(EVENTS, D2),
+                             "all": as_of(EVENTS, date(2030, 1, 1))})
+    assert sorted(inputs.frame("w")["item_id"]) == [10, 11, 20, 21]  # D1 holds offset 10, D2 offset 20
+    assert inputs["clipped"].dates == [D1, D2] and inputs["clipped"].clipped and not inputs["w"].clipped
+    assert inputs["newest"].dates == [D3] and inputs["on"].dates == [D2]
+    assert len(inputs.frame("all")) == 6
+    assert [r["dt"] for r in inputs.lineage() if r["role"] == "w"] == ["2026-11-01", "2026-11-02"]
+
+
+def test_resolved_inputs_read_the_pinned_version(store):
+    store.write("events", D1, frame(2))
+    inputs = resolve(store, {"e": day(EVENTS, D1)})
+    store.write("events", D1, frame(3, offset=100))  # replaced once: the pinned version is kept
+    assert sorted(inputs.frame("e")["item_id"]) == [0, 1]
+    store.write("events", D1, frame(1, offset=200))  # replaced twice: the pinned version is gone
+    with pytest.raises(StorageError, match="events dt=2026-11-01 version .* was replaced while this run"):
+        inputs.frame("e")
 
 
 def test_missing_partition_errors_name_the_producer(store):
@@ -95,15 +110,24 @@ def test_missing_partition_errors_name_the_producer(store):
         store.read("events", D2)
     assert str(err.value) == ("events has no partition for 2026-11-02: run `recsys-notify generate` or "
                               "`recsys-notify ingest events` for 2026-11-02 first")
-    with pytest.raises(MissingPartitionError, match=r"events is missing 1 partition\(s\) in 2026-11-01..2026-11-03 "
-                                                    r"\(first 2026-11-02\)"):
-        store.read_range("events", D1, D3)
-    assert len(store.read_range("events", D1, D3, allow_missing=True)) == 2
+    with pytest.raises(MissingPartitionError, match=r"events is missing 1 day\(s\) of the window "
+                                                    r"2026-11-01\.\.2026-11-03: 2026-11-02"):
+        resolve(store, {"e": window(EVENTS, D3, 3)})
+    assert len(resolve(store, {"e": between(EVENTS, D1, D3)}).frame("e")) == 2
     with pytest.raises(MissingPartitionError, match=r"user_medoids has no partition on or before 2026-11-03: "
                                                     r"run the user_medoids DAG \(`recsys-notify user-medoids`\)"):
-        store.latest_on_or_before("user_medoids", D3)
+        resolve(store, {"m": newest(USER_MEDOIDS, D3)})
+    assert resolve(store, {"m": newest(USER_MEDOIDS, D3, required=False)})["m"].partitions == ()
     with pytest.raises(MissingPartitionError, match="items has no partition on or before 2026-11-01"):
-        store.read_upto("items", D1)
+        upto(store, "items", D1)
+
+
+def test_dimension_rows_take_the_newest_partition(store):
+    items = lookup("items")
+    store.write("items", D1, pd.DataFrame({"item_id": [1, 2], "caption": ["old", "two"]}))
+    store.write("items", D2, pd.DataFrame({"item_id": [1, 3], "caption": ["new", "three"]}))
+    rows = resolve(store, {"i": as_of(items, D2)}).dimension("i", ["caption"], dt_column="from_dt")
+    assert rows.to_dict("list") == {"caption": ["two", "new", "three"], "from_dt": [D1, D2, D2]}
 
 
 def test_chunked_write_and_whole_replace(store):
@@ -199,8 +223,8 @@ def test_partitions_committed_by_another_client_are_listed(store):
 
 
 def test_s3_root_configured_through_settings_env(s3_endpoint):
-    from recsys_notify.config import load_settings
-    from recsys_notify.storage import storage_from_settings
+    from recsys_notify.core.config import load_settings
+    from recsys_notify.core.storage import storage_from_settings
 
     settings = load_settings(environ={
         "RECSYS__DATA_ROOT": f"s3://recsys-test/{uuid.uuid4().hex}",

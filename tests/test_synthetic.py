@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import SMALL_WORLD
-from recsys_notify.contract import LANGUAGES, embedding_matrix
-from recsys_notify.embeddings import l2_normalize
-from recsys_notify.storage import Storage
+
+from recsys_notify.core.contract import LANGUAGES, embedding_matrix
+from recsys_notify.core.embeddings import l2_normalize
+from recsys_notify.core.storage import Storage
 from recsys_notify.synthetic import GeneratorConfig, build_world, events_for_day, generate
+from tests.frames import span, upto
 from tests.snapshots import committed_bytes
 
 CFG = GeneratorConfig(**SMALL_WORLD)
@@ -24,16 +25,17 @@ def test_same_seed_gives_byte_identical_partitions(tmp_path):
     assert list(a) == list(b) and any(k.startswith("events/dt=") for k in a)
     assert a == b
     generate(Storage(str(tmp_path / "c")), GeneratorConfig(users=300, items=500, days=3, seed=12))
-    assert committed_bytes(tmp_path / "c")["events/dt=20261114/part-00000.parquet"] != a["events/dt=20261114/part-00000.parquet"]
+    part = "events/dt=20261114/part-00000.parquet"
+    assert committed_bytes(tmp_path / "c")[part] != a[part]
 
 
 @pytest.fixture(scope="module")
 def joined(small_world_root) -> pd.DataFrame:
     """All 14 days of events joined with item and user ground truth."""
     store = Storage(str(small_world_root))
-    ev = store.read_range("events", CFG.start, CFG.end)
-    truth_items = store.read_upto("truth_items", CFG.end)
-    truth_users = store.read_upto("truth_users", CFG.end)
+    ev = span(store, "events", CFG.start, CFG.end)
+    truth_items = upto(store, "truth_items", CFG.end)
+    truth_users = upto(store, "truth_users", CFG.end)
     ev = ev.merge(truth_items[["item_id", "topic", "style"]], on="item_id", validate="many_to_one")
     ev = ev.merge(truth_users, on="user_id", validate="many_to_one")
     ev["in_topics"] = [t in set(ts) for t, ts in zip(ev["topic"], ev["topics"])]
@@ -48,8 +50,8 @@ def test_partitions_cover_every_day_and_match_ground_truth(small_world_root):
     assert store.dates("events") == days
     assert store.dates("items") == days  # new items appear every day
     assert all(store.manifest("items", d)["rows"] > 0 for d in days)
-    items = store.read_upto("items", CFG.end)
-    truth_items = store.read_upto("truth_items", CFG.end)
+    items = upto(store, "items", CFG.end)
+    truth_items = upto(store, "truth_items", CFG.end)
     assert len(items) == CFG.items and items["item_id"].is_unique
     assert sorted(items["item_id"]) == sorted(truth_items["item_id"])
     for d in days[1:]:  # each day's items are created that day and their truth is stored beside them
@@ -57,13 +59,13 @@ def test_partitions_cover_every_day_and_match_ground_truth(small_world_root):
         assert (day_items["created_ts"].dt.date == d).all()
         assert sorted(day_items["item_id"]) == sorted(store.read("truth_items", d)["item_id"])
     assert embedding_matrix(items["embedding"]).shape == (CFG.items, 128)
-    users = store.read_upto("users", CFG.end)
+    users = upto(store, "users", CFG.end)
     assert len(users) == CFG.users and set(users["language"]) <= LANGUAGES and users["language"].nunique() > 3
     assert all(store.read("events_quarantine", d).empty for d in days)  # the generator writes valid data
 
 
 def test_truth_users_are_well_formed(small_world_root):
-    truth = Storage(str(small_world_root)).read_upto("truth_users", CFG.end)
+    truth = upto(Storage(str(small_world_root)), "truth_users", CFG.end)
     n_topics = truth["topics"].map(len)
     assert n_topics.between(1, 6).all() and set(n_topics) == {1, 2, 3, 4, 5, 6}
     assert (truth["topic_weights"].map(len) == n_topics).all()
@@ -106,7 +108,7 @@ def test_event_shape(joined):
 
 def test_same_topic_items_are_closer_in_content_space(small_world_root):
     store = Storage(str(small_world_root))
-    items = store.read_upto("items", CFG.end).merge(store.read_upto("truth_items", CFG.end), on="item_id")
+    items = upto(store, "items", CFG.end).merge(upto(store, "truth_items", CFG.end), on="item_id")
     x = l2_normalize(embedding_matrix(items["embedding"]))
     sims = x @ x.T
     same = items["topic"].to_numpy()[:, None] == items["topic"].to_numpy()[None, :]

@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_notify import templates as tpl
-from recsys_notify.notify.delivery import pick_templates
+from recsys_notify.core import templates as tpl
+from recsys_notify.core.config import resolve_path
+from recsys_notify.global_medoids import templates as auto_templates
+from recsys_notify.notifications.delivery import pick_templates
 
 PLACEHOLDER = re.compile(r"[{}]")
 
@@ -23,7 +25,7 @@ def _write(tmp_path, text: str):
 def test_ctfidf_finds_cluster_specific_words():
     captions = ["cats kittens wow", "cute cats wow", "cats meow wow", "rockets space wow", "space launch wow",
                 "rockets orbit wow"]
-    words = tpl.ctfidf_keywords(np.array([0, 0, 0, 1, 1, 1]), captions, top=2)
+    words = auto_templates.ctfidf_keywords(np.array([0, 0, 0, 1, 1, 1]), captions, top=2)
     assert words[0][0] == "cats" and set(words[1]) == {"rockets", "space"}
     assert all("wow" not in w for w in words.values())  # common to every cluster
 
@@ -42,7 +44,7 @@ clusters:
       - {title: "Unknown cluster", body: "{caption}"}
 """)
     ops = tpl.load_ops_templates(path)
-    built = tpl.build_templates(np.array([0, 0, 1, 1]), ["cats a", "cats b", "space x", "space y"], ops)
+    built = auto_templates.build_templates(np.array([0, 0, 1, 1]), ["cats a", "cats b", "space x", "space y"], ops)
     assert set(built.loc[built.cluster_id == 0, "source"]) == {"ops"}
     assert set(zip(built.loc[built.cluster_id == 1, "source"], built.loc[built.cluster_id == 1, "language"])) == {
         ("ops", "es"), ("auto", "*")}
@@ -69,7 +71,7 @@ def test_invalid_ops_yaml_is_rejected_with_location(tmp_path, text, message):
 
 
 def test_repo_templates_file_is_valid():
-    ops = tpl.load_ops_templates(tpl.resolve_path("configs/templates.yaml"))
+    ops = tpl.load_ops_templates(resolve_path("configs/templates.yaml"))
     assert len(ops) and set(ops["source"]) == {"ops"}
 
 
@@ -91,12 +93,13 @@ def test_render_never_leaves_placeholders(template, item):
 
 def test_render_fills_values():
     template = {"title": "More {keyword}", "body": "{caption} from {creator}", "keywords": ["cats", "dogs"]}
-    assert tpl.render(template, {"caption": "Funny cat", "creator_id": 12}) == ("More cats", "Funny cat from creator 12")
+    assert tpl.render(template, {"caption": "Funny cat", "creator_id": 12}) == \
+        ("More cats", "Funny cat from creator 12")
     assert tpl.render(template, {})[1] == "a video picked for you from a creator you watch"
 
 
 def test_auto_templates_have_variants_without_raw_keywords():
-    auto = tpl.auto_templates({3: ["cats", "dogs"]})
+    auto = auto_templates.auto_templates({3: ["cats", "dogs"]})
     assert len(auto) == 3 and set(auto["source"]) == {"auto"}
     for row in auto.to_dict("records"):
         title, body = tpl.render(row, {"caption": "c"})

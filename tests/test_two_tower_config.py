@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 
 from recsys_notify.two_tower.config import (
-    ExperimentConfig, LabelRuleError, available_experiments, load_experiment, parse_label_rule,
+    ExperimentConfig,
+    LabelRuleError,
+    available_experiments,
+    load_experiment,
+    parse_label_rule,
 )
 
 COLS = {"completion": np.array([0.95, 0.5, 0.85, 0.1]), "liked": np.array([False, True, False, False]),
@@ -47,7 +51,8 @@ def test_config_validates_rule_and_rejects_unknown_keys():
 def test_shipped_configs_all_load():
     names = available_experiments("configs/two_tower")
     assert len(names) == 11
-    assert {"base_dedup", "simclr_history_normalized_dot", "simclr_history_distribution_creator_batchnorm"} <= set(names)
+    assert {"base_dedup", "simclr_history_normalized_dot",
+            "simclr_history_distribution_creator_batchnorm"} <= set(names)
     sources = {load_experiment(n, "configs/two_tower").embedding_source for n in names}
     assert sources == {"content", "gem"}
     with pytest.raises(ValueError, match="unknown two-tower experiment"):
@@ -57,7 +62,7 @@ def test_shipped_configs_all_load():
 def test_sample_weights_and_filters():
     import pandas as pd
 
-    from recsys_notify.config import InteractionWeights
+    from recsys_notify.core.config import InteractionWeights
     from recsys_notify.two_tower.data import filter_interactions, sample_weights
 
     f = pd.DataFrame({"label": [1, 1, 1, 1, 1, 0, 1], "completion": [0.9, 0.1, 0.1, 0.9, 0.9, 0.9, 0.1],
@@ -69,7 +74,8 @@ def test_sample_weights_and_filters():
     assert w.tolist() == pytest.approx([2.0, 8.0, 1.0, 1.0, 1.0, 1.0, 1.0])  # sqrt(s) clipped to [1, 8]
 
     # user 1: 4 interactions, mixed labels -> kept; user 2: only positives -> dropped; item 9 seen once -> dropped
-    rows = [(1, i, i % 2) for i in range(4)] + [(2, i, 1) for i in range(4)] + [(3, i, 0) for i in range(4)] + [(1, 9, 1)]
+    rows = ([(1, i, i % 2) for i in range(4)] + [(2, i, 1) for i in range(4)] + [(3, i, 0) for i in range(4)]
+            + [(1, 9, 1)])
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "label"])
     kept = filter_interactions(frame, ExperimentConfig(name="x"))
     assert sorted(kept["user_id"].unique()) == [1] and 9 not in kept["item_id"].values

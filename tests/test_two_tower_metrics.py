@@ -8,7 +8,13 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from recsys_notify.two_tower.metrics import (
-    ap_at_k, auc_score, average_precision, evaluate_impressions, intra_list_diversity, mrr_score, ndcg_score,
+    ap_at_k,
+    auc_score,
+    average_precision,
+    evaluate_impressions,
+    intra_list_diversity,
+    mrr_score,
+    ndcg_score,
     retrieval_metrics,
 )
 

@@ -42,11 +42,13 @@ def write_atomic(d, ratings, n_items=30):
                                     "rating": "rating:float", "timestamp": "timestamp:float"})
     inter.to_csv(d / "ml-100k.inter", sep="\t", index=False)
     items = pd.DataFrame({"item_id:token": range(1, n_items + 1),
-                          "movie_title:token_seq": [f"Movie {i} {'Blast' if i % 2 else 'Laugh'}" for i in range(1, n_items + 1)],
+                          "movie_title:token_seq": [f"Movie {i} {'Blast' if i % 2 else 'Laugh'}"
+                                                    for i in range(1, n_items + 1)],
                           "release_year:token": 1995,
                           "class:token_seq": ["Action" if i % 2 else "Comedy" for i in range(1, n_items + 1)]})
     items.to_csv(d / "ml-100k.item", sep="\t", index=False)
-    pd.DataFrame({"user_id:token": ratings.user_id.unique(), "age:token": 30}).to_csv(d / "ml-100k.user", sep="\t", index=False)
+    users = pd.DataFrame({"user_id:token": ratings.user_id.unique(), "age:token": 30})
+    users.to_csv(d / "ml-100k.user", sep="\t", index=False)
 
 
 @pytest.mark.parametrize("writer", [write_grouplens, write_atomic])

@@ -6,19 +6,27 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_notify.config import get_settings
+from recsys_notify.core.config import get_settings
 from recsys_notify.two_tower.config import available_experiments
 from recsys_notify.two_tower.registry import gate_decision
+from tests.frames import upto
 
 DT = date(2026, 11, 14)
 FAST = {"epochs": 1, "hidden": [16], "out_dim": 8, "threads": 1}
 
 
+def retrain(storage, names, overrides=None):
+    """The two_tower step for ``names`` with experiment overrides; returns its summary."""
+    from recsys_notify.two_tower import step as tt
+
+    return tt.run(storage, get_settings(), DT, {"experiments": names, "experiment_overrides": overrides or {}}).summary
+
+
 def write_gem(storage, dt=DT):
     """A gem_embeddings partition: a fixed random rotation of the content embeddings (stands in for issue 7)."""
-    from recsys_notify.contract import embedding_matrix
+    from recsys_notify.core.contract import embedding_matrix
 
-    items = storage.read_upto("items", dt, columns=["item_id", "embedding"])
+    items = upto(storage, "items", dt, columns=["item_id", "embedding"])
     rot, _ = np.linalg.qr(np.random.default_rng(3).normal(size=(128, 128)))
     vecs = (embedding_matrix(items["embedding"]) @ rot).astype(np.float32)
     storage.write("gem_embeddings", dt, pd.DataFrame({"item_id": items["item_id"], "embedding": list(vecs)}))
@@ -35,12 +43,12 @@ def test_gate_decision_rules():
 
 def test_sweep_all_eleven_then_compare(world, capsys):
     from recsys_notify.cli import main
-    from recsys_notify.two_tower.retrain import compare_table, retrain
+    from recsys_notify.two_tower.step import compare_table
 
     write_gem(world)
     settings = get_settings()
     names = available_experiments(settings.two_tower.configs_dir)
-    out = retrain(world, DT, settings, names, FAST)
+    out = retrain(world, names, FAST)
     assert [e["experiment"] for e in out["experiments"]] == names
     assert all(0.0 < e["metrics"]["auc"] < 1.0 for e in out["experiments"])
     promoted = [e for e in out["experiments"] if e["gate"]["promoted"]]
@@ -57,29 +65,28 @@ def test_sweep_all_eleven_then_compare(world, capsys):
 
 
 def test_gem_experiment_without_gem_embeddings_fails_clearly(world):
-    from recsys_notify.storage import MissingPartitionError
-    from recsys_notify.two_tower.retrain import retrain
+    from recsys_notify.core.storage import MissingPartitionError
 
-    with pytest.raises(MissingPartitionError, match="gem_embeddings.*train-gem"):
-        retrain(world, DT, get_settings(), ["simclr_user_history"], FAST)
+    with pytest.raises(MissingPartitionError, match="gem_embeddings.*recsys-notify gem"):
+        retrain(world, ["simclr_user_history"], FAST)
 
 
 def test_worse_model_is_not_promoted_and_serving_follows_champion(world):
     import mlflow
     from mlflow import MlflowClient
 
-    from recsys_notify.two_tower.retrain import retrain
+    from recsys_notify.core.inputs import resolve
     from recsys_notify.two_tower.serving import load_champion
 
     settings = get_settings()
     assert load_champion(settings) is None
-    good = retrain(world, DT, settings, ["base_dedup"], {"epochs": 3, "threads": 1})
+    good = retrain(world, ["base_dedup"], {"epochs": 3, "threads": 1})
     assert good["experiments"][0]["gate"]["promoted"]
     champion = load_champion(settings)
     assert champion.version == good["experiments"][0]["version"]
 
     # an untrained copy (learning rate ~0) is worse on the same validation impressions
-    worse = retrain(world, DT, settings, ["base_dedup"], {"epochs": 1, "lr": 1e-9, "seed": 5, "threads": 1})
+    worse = retrain(world, ["base_dedup"], {"epochs": 1, "lr": 1e-9, "seed": 5, "threads": 1})
     g = worse["experiments"][0]["gate"]
     assert not g["promoted"], g
     assert g["candidate"]["ndcg_10"] <= g["champion"]["ndcg_10"]
@@ -90,11 +97,12 @@ def test_worse_model_is_not_promoted_and_serving_follows_champion(world):
     assert str(mv.version) == worse["experiments"][0]["version"] and "does not beat" in mv.tags["gate_reason"]
 
     events = world.read("events", DT, columns=["user_id", "item_id"]).head(50)
-    ranker = load_champion(settings)
-    scores = ranker.score(world, DT, events["user_id"].to_numpy(), events["item_id"].to_numpy())
+    champion = load_champion(settings)
+    ranker = champion.bind(resolve(world, champion.requests(DT)))
+    scores = ranker.score(events["user_id"].to_numpy(), events["item_id"].to_numpy())
     assert scores.shape == (50,) and np.isfinite(scores).all() and scores.std() > 0
     with pytest.raises(ValueError, match="not in the catalogue"):
-        ranker.score(world, DT, np.array([1]), np.array([10**9]))
+        ranker.score(np.array([1]), np.array([10**9]))
 
 
 def test_dag_runs_and_validates_params(world, airflow_db):
@@ -102,22 +110,23 @@ def test_dag_runs_and_validates_params(world, airflow_db):
 
     from recsys_notify.two_tower.serving import load_champion
 
-    bag = DagBag(dag_folder="dags/two_tower_retrain.py")
+    bag = DagBag(dag_folder="dags/two_tower.py")
     assert not bag.import_errors, bag.import_errors
-    dag = bag.get_dag("two_tower_retrain")
-    dr = dag.test(logical_date=pd.Timestamp(DT, tz="UTC").to_pydatetime(),
-                  run_conf={"experiments": ["base_dedup"], "epochs": 1})
+    dag = bag.dags["two_tower"]
+    logical = pd.Timestamp(DT, tz="UTC").to_pydatetime()
+    dr = dag.test(logical_date=logical, run_conf={"experiments": ["base_dedup"],
+                                                  "experiment_overrides": {"epochs": 1}})
     assert dr.state == "success"
     assert load_champion(get_settings()) is not None
-    with pytest.raises(Exception, match="experiments|enum|not one of"):
-        dag.test(logical_date=pd.Timestamp(DT, tz="UTC").to_pydatetime(), run_conf={"experiments": ["nope"]})
+    failed = dag.test(logical_date=logical, run_conf={"experiments": ["nope"]})
+    assert failed.state == "failed"
+    (plan,) = [ti for ti in failed.get_task_instances() if ti.task_id == "experiments"]
+    assert plan.state == "failed" and plan.try_number == 1  # a bad param is not retried
 
 
 def test_unknown_experiment_or_bad_override_fails_before_training(storage):
-    from recsys_notify.two_tower.retrain import retrain
-
     with pytest.raises(ValueError, match="unknown two-tower experiment.*nope"):
-        retrain(storage, DT, get_settings(), ["base_dedup", "nope"])
+        retrain(storage, ["base_dedup", "nope"])
     with pytest.raises(ValueError, match="invalid experiment config.*label_rule"):
-        retrain(storage, DT, get_settings(), ["base_dedup"], {"label_rule": "__import__('os')"})
+        retrain(storage, ["base_dedup"], {"label_rule": "__import__('os')"})
     assert storage.dates("events") == []

@@ -8,10 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_notify import clustering, user_medoids as um
-from recsys_notify.config import InteractionWeights, UserMedoidSettings, load_settings
-from recsys_notify.embeddings import l2_normalize
-from recsys_notify.interaction_weights import weigh_interactions
+from recsys_notify.core import clustering
+from recsys_notify.core.config import InteractionWeights, UserMedoidSettings, load_settings
+from recsys_notify.core.embeddings import l2_normalize
+from recsys_notify.core.interaction_weights import weigh_interactions
+from recsys_notify.user_medoids import medoids as um
+from recsys_notify.user_medoids import step as um_step
 
 DAY = date(2026, 11, 14)
 
@@ -81,9 +83,10 @@ def test_batched_dbscan_matches_sklearn(monkeypatch):
     monkeypatch.setattr(clustering, "BIG_USER", 64)  # exercise the row-blocked path as well
     monkeypatch.setattr(clustering, "ROW_BLOCK", 16)
     users = []
-    for u in range(25):
+    for _ in range(25):
         k = rng.integers(1, 5)
-        users.append(_blobs(rng, rng.normal(0, 1, (k, 16)), rng.integers(1, 40, k), extra_noise=int(rng.integers(0, 6))))
+        users.append(_blobs(rng, rng.normal(0, 1, (k, 16)), rng.integers(1, 40, k),
+                            extra_noise=int(rng.integers(0, 6))))
     sizes = np.array([len(x) for x in users])
     starts = np.r_[0, np.cumsum(sizes)[:-1]]
     X = np.concatenate(users)
@@ -125,7 +128,7 @@ def test_deterministic_per_user_date_seed_and_independent_of_batch():
     only3 = frame["user_id"] == 3
     c, _ = um.compute_medoids(frame[only3].reset_index(drop=True), X[only3.to_numpy()], DAY, cfg)
     pd.testing.assert_frame_equal(c, a[a["user_id"] == 3].reset_index(drop=True))
-    other_seed, _ = um.compute_medoids(frame, X, DAY, cfg, seed=1)
+    other_seed, _ = um.compute_medoids(frame, X, DAY, cfg.model_copy(update={"seed": 1}))
     other_day, _ = um.compute_medoids(frame, X, DAY + timedelta(days=1), cfg)
     assert set(other_seed["item_id"]) != set(a["item_id"]) and set(other_day["item_id"]) != set(a["item_id"])
 
@@ -138,7 +141,7 @@ def test_pinnersage_picks_exact_medoids_of_most_important_clusters():
     frame, M = _interactions({1: X}, rng, ages)
     frame["weight"] = 1.0
     cfg = UserMedoidSettings(max_medoids=3, decay_lambda=0.1)
-    out, _ = um.compute_medoids(frame, M, DAY, cfg, algorithm="pinnersage")
+    out, _ = um.compute_medoids(frame, M, DAY, cfg.model_copy(update={"algorithm": "pinnersage"}))
     assert len(out) == 3 and out["importance"].is_monotonic_decreasing
     groups = np.repeat(np.arange(4), 8)
     chosen_groups = [groups[i - 1000] for i in out["item_id"]]
@@ -151,24 +154,20 @@ def test_pinnersage_picks_exact_medoids_of_most_important_clusters():
 
 def test_sharded_refresh_equals_single_shard_and_counts_skipped(world):
     settings = load_settings(environ={"RECSYS__DATA_ROOT": str(world.root)})
-    one = um.refresh(world, settings, DAY, shards=1, track=False)
+    one = um_step.run(world, settings, DAY, {"shards": 1}).summary
     single = world.read("user_medoids", DAY)
-    three = um.refresh(world, settings, DAY, shards=3, track=False)
+    three = um_step.run(world, settings, DAY, {"shards": 3}).summary
     pd.testing.assert_frame_equal(world.read("user_medoids", DAY), single)
     assert one["users_skipped"] == three["users_skipped"] > 0
     assert three["users_with_medoids"] + three["users_skipped"] == three["users"]
     assert single.groupby("user_id")["rank"].max().max() <= settings.user_medoids.max_medoids
     world.delete("user_medoids_shard_001_of_003", DAY)
-    with pytest.raises(Exception, match="shard 1"):
-        um.combine(world, settings, DAY, shards=3, track=False)
+    with pytest.raises(Exception, match="user_medoids_shard_001_of_003 has no partition for 2026-11-14"):
+        um_step.finish(world, settings, DAY, {"shards": 3})
 
 
 def test_medoids_cover_true_interests_better_than_top_weight(world):
-    from recsys_notify import medoid_eval
-
     settings = load_settings(environ={"RECSYS__DATA_ROOT": str(world.root)})
-    um.refresh(world, settings, DAY, shards=1, track=False)
-    result = medoid_eval.evaluate(world, settings, DAY, world.read("user_medoids", DAY))
-    print(result)
-    assert result["topic_coverage"] >= 0.90
-    assert result["topic_coverage"] > result["baseline_topic_coverage"]
+    result = um_step.run(world, settings, DAY, {"shards": 1}).summary
+    assert result["eval_topic_coverage"] >= 0.90
+    assert result["eval_topic_coverage"] > result["eval_baseline_topic_coverage"]

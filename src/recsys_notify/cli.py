@@ -1,20 +1,26 @@
 """``recsys-notify``: the same step functions the DAGs call, from a shell.
 
-Each subcommand takes ``--date`` (one day) or ``--start/--end`` (an inclusive range, run day by day).
+Every pipeline step is a subcommand named after it (``pair-mining``, ``gem``, ``user-medoids``,
+``global-medoids``, ``notifications``, ``two-tower``) taking ``--date`` (one day) or ``--start/--end``
+(an inclusive range, run day by day) and one flag per run param: the step's config keys (empty =
+configured value) and its run-only fields, e.g. ``pair-mining --date 2026-11-13 --window-days 3``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import uuid
 from collections.abc import Callable
 from datetime import date
-from typing import Any
+from typing import Any, get_origin
 
-from recsys_notify.config import ConfigError, load_settings
-from recsys_notify.storage import Storage, StorageError, as_date, date_range, storage_from_settings
+from recsys_notify.core.config import ConfigError, Settings, load_settings, scalar
+from recsys_notify.core.datasets import RAW
+from recsys_notify.core.step import STEPS, StepSpec
+from recsys_notify.core.storage import Storage, StorageError, as_date, date_range, storage_from_settings
 
 Handler = Callable[[argparse.Namespace, Any, Storage], Any]
 COMMANDS: dict[str, tuple[str, Handler, Callable[[argparse.ArgumentParser], None]]] = {}
@@ -78,7 +84,7 @@ def _generate(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
 
 
 def _ingest_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", choices=["events", "items", "users"])
+    p.add_argument("dataset", choices=sorted(RAW))
     p.add_argument("path", help="Parquet file or directory to load")
     p.add_argument("--date", type=as_date, required=True)
     p.add_argument("--max-invalid-fraction", type=float, default=0.5)
@@ -88,7 +94,7 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
 def _ingest(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
     import pandas as pd
 
-    from recsys_notify.contract import ingest
+    from recsys_notify.core.contract import ingest
 
     frame = pd.read_parquet(args.path)
     return ingest(storage, args.dataset, args.date, frame, max_invalid_fraction=args.max_invalid_fraction)
@@ -103,175 +109,63 @@ def _partitions(args: argparse.Namespace, settings: Any, storage: Storage) -> An
     return [d.isoformat() for d in storage.dates(args.dataset)]
 
 
-def _mine_pairs_args(p: argparse.ArgumentParser) -> None:
-    add_dates(p)
-    p.add_argument("--window-days", type=int, help="override pair_mining.window_days")
-    p.add_argument("--min-clients", type=int, help="override pair_mining.min_clients")
-    p.add_argument("--max-positives-per-client", type=int, help="override pair_mining.max_positives_per_client")
-    p.add_argument("--engine", choices=["duckdb", "spark"], help="override pair_mining.engine")
-
-
-@command("mine-pairs", "mine positive/negative item pairs (pair_interactions, pair_items, pairs)", _mine_pairs_args)
-def _mine_pairs(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
-    from recsys_notify.config import with_overrides
-    from recsys_notify.pair_mining import mine_pairs
-
-    settings = with_overrides(settings, "pair_mining", window_days=args.window_days, min_clients=args.min_clients,
-                              max_positives_per_client=args.max_positives_per_client, engine=args.engine)
-    return for_each_day(args, lambda day: mine_pairs(storage, day, settings))
-
-
 def _experiments_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["sweep", "compare", "list"],
-                   help="sweep: train + gate experiments; compare: tracker table from MLflow; list: known configs")
-    add_dates(p)
-    p.add_argument("--experiments", nargs="+", help="experiment names (default: every config)")
-    p.add_argument("--epochs", type=int, help="override the configs' epochs (quick sweeps)")
+    p.add_argument("action", choices=["compare", "list"],
+                   help="compare: tracker table from MLflow (runs of --date, or the newest); list: known configs")
+    p.add_argument("--date", type=as_date, help="only runs validated on this day")
 
 
-@command("experiments", "two-tower experiment sweep / MLflow comparison table", _experiments_args)
+@command("experiments", "two-tower experiments: list the configs or compare their MLflow runs", _experiments_args)
 def _experiments(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
     from recsys_notify.two_tower.config import available_experiments
-    from recsys_notify.two_tower.retrain import compare_table, format_table, retrain
+    from recsys_notify.two_tower.step import compare_table, format_table
 
     if args.action == "list":
         return available_experiments(settings.two_tower.configs_dir)
-    if args.action == "compare":
-        print(format_table(compare_table(settings, args.date)))
-        return None
-    overrides = {"epochs": args.epochs} if args.epochs else None
-    return for_each_day(args, lambda d: retrain(storage, d, settings, args.experiments, overrides))
+    print(format_table(compare_table(settings, args.date)))
+    return None
 
 
-def _train_two_tower_args(p: argparse.ArgumentParser) -> None:
-    add_dates(p)
-    p.add_argument("--experiment", required=True, help="experiment config name under two_tower.configs_dir")
-    p.add_argument("--epochs", type=int, help="override the config's epochs")
+# ----- one subcommand per pipeline step, its flags generated from the step's config and run-param models -----
+
+def _step_args(spec: StepSpec) -> Callable[[argparse.ArgumentParser], None]:
+    def configure(p: argparse.ArgumentParser) -> None:
+        add_dates(p)
+        section = Settings.model_fields[spec.section].annotation
+        for model, what in ((section, "config default"), (spec.run_model(), "default")):
+            for name, info in (model.model_fields.items() if model else ()):
+                if name in spec.context_fields and name != "run_id":
+                    continue
+                many = get_origin(info.annotation) is list
+                default = info.get_default(call_default_factory=True)
+                p.add_argument(f"--{name.replace('_', '-')}", dest=f"param_{name}", metavar="VALUE",
+                               nargs="+" if many else None, help=f"{info.description or name} ({what} {default!r})")
+    return configure
 
 
-@command("train-two-tower", "train one two-tower experiment validated on --date, register and gate it",
-         _train_two_tower_args)
-def _train_two_tower(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
-    from recsys_notify.two_tower.retrain import retrain
+def _step_handler(spec: StepSpec) -> Handler:
+    def handler(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+        import getpass
 
-    overrides = {"epochs": args.epochs} if args.epochs else None
-    return for_each_day(args, lambda d: retrain(storage, d, settings, [args.experiment], overrides))
-
-
-def _train_gem_args(p: argparse.ArgumentParser) -> None:
-    add_dates(p)
-    p.add_argument("--objective", choices=["pairs", "als"], help="default: gem.objective from config")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--learning-rate", type=float)
-    p.add_argument("--out-dim", type=int)
-    p.add_argument("--bucket-balance", type=float)
-    p.add_argument("--negative-weight", type=float)
-    p.add_argument("--holdout-fraction", type=float)
-    p.add_argument("--seed", type=int)
+        module = importlib.import_module(spec.module)
+        params = {k.removeprefix("param_"): _parse(v) for k, v in vars(args).items()
+                  if k.startswith("param_") and v is not None}
+        if "requested_by" in spec.context_fields:
+            params.setdefault("requested_by", getpass.getuser())
+        if "run_id" in spec.context_fields:
+            params.setdefault("run_id", f"cli-{uuid.uuid4().hex[:12]}")
+        return for_each_day(args, lambda day: module.run(storage, settings, day, params).to_dict())
+    return handler
 
 
-@command("train-gem", "train the generic embedding model and write gem_embeddings (after mine-pairs)", _train_gem_args)
-def _train_gem(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
-    from recsys_notify.gem.training import train_gem
-
-    names = ["objective", "epochs", "batch_size", "learning_rate", "out_dim", "bucket_balance", "negative_weight",
-             "holdout_fraction", "seed"]
-    overrides = {n: getattr(args, n) for n in names}
-    return for_each_day(args, lambda day: train_gem(storage, day, settings, **overrides))
+def _parse(value: Any) -> Any:
+    """A flag value as YAML (numbers, booleans, {objects}); lists element by element."""
+    return [scalar(v) for v in value] if isinstance(value, list) else scalar(value)
 
 
-def _notify_args(p: argparse.ArgumentParser) -> None:
-    add_dates(p)
-    p.add_argument("--holdout-percent", type=float, help="override notifications.holdout_percent")
-    p.add_argument("--k-neighbours", type=int, help="override notifications.k_neighbours")
-    p.add_argument("--min-candidates", type=int, help="override notifications.min_candidates")
-    p.add_argument("--no-medoid-policy", choices=["popular", "none"], help="override notifications.no_medoid_policy")
-    p.add_argument("--no-short-term", action="store_true", help="do not seed with yesterday's positive items")
-    p.add_argument("--no-champion", action="store_true", help="rank with the transparent scorer only")
-    p.add_argument("--no-eval", action="store_true", help="skip next-day evaluation and MLflow logging")
-
-
-@command("notify", "choose, render and write the day's notifications (outbox + delivery log), then evaluate",
-         _notify_args)
-def _notify(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
-    from recsys_notify.notify import notify
-    from recsys_notify.notify.evaluation import evaluate_and_track
-
-    params = {k: v for k, v in {"holdout_percent": args.holdout_percent, "k_neighbours": args.k_neighbours,
-                                "min_candidates": args.min_candidates, "no_medoid_policy": args.no_medoid_policy,
-                                "short_term_enabled": False if args.no_short_term else None,
-                                "use_champion": False if args.no_champion else None}.items() if v is not None}
-
-    def one_day(day: date) -> dict[str, Any]:
-        stats = notify(storage, settings, day, params)
-        result = {k: v for k, v in stats.items() if k != "lineage"}
-        if not args.no_eval:
-            result["evaluation"] = evaluate_and_track(storage, settings, day, params)
-        return result
-
-    return for_each_day(args, one_day)
-
-
-def _user_medoids_args(p: argparse.ArgumentParser) -> None:
-    add_dates(p)
-    p.add_argument("--algorithm", choices=["dbscan", "hdbscan", "pinnersage"], help="default: user_medoids.algorithm")
-    p.add_argument("--seed", type=int, help="sampling seed (default: user_medoids.seed)")
-    p.add_argument("--shard", type=int, help="compute only this shard (then run with --combine)")
-    p.add_argument("--combine", action="store_true", help="only commit user_medoids from existing shard outputs")
-    p.add_argument("--no-track", action="store_true", help="skip the MLflow run")
-
-
-@command("user-medoids", "refresh user medoids (all shards then combine, or one step)", _user_medoids_args)
-def _user_medoids(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
-    from recsys_notify import user_medoids as um
-
-    def step(day: date) -> Any:
-        if args.shard is not None:
-            return um.run_shard(storage, settings, day, args.shard, None, args.algorithm, args.seed)
-        if args.combine:
-            return um.combine(storage, settings, day, track=not args.no_track)
-        return um.refresh(storage, settings, day, args.algorithm, args.seed, track=not args.no_track)
-
-    return for_each_day(args, step)
-
-
-def _global_medoids_args(p: argparse.ArgumentParser) -> None:
-    add_dates(p)
-    p.add_argument("--replace", action="append", default=[], metavar="CLUSTER:ITEM[:LANG]",
-                   help="pin ITEM as representative of CLUSTER (optionally for language LANG); repeatable")
-    p.add_argument("--block", action="append", default=[], type=int, metavar="ITEM", help="block an item; repeatable")
-    p.add_argument("--revoke", action="append", default=[], metavar="OVERRIDE_ID", help="end an override; repeatable")
-    p.add_argument("--reason", default="", help="why (required with overrides)")
-    p.add_argument("--expires", help="last day the overrides apply (YYYY-MM-DD)")
-    p.add_argument("--requested-by", default=None, help="who asks (default: $USER)")
-    p.add_argument("--check-only", action="store_true", help="validate the override options and stop")
-    p.add_argument("--run-id", help="audit run id; reuse a failed invocation's id to retry it without "
-                                    "applying its overrides twice (default: a new id)")
-    p.add_argument("--no-track", action="store_true", help="skip the MLflow run")
-
-
-@command("global-medoids", "refresh global medoids, templates and apply ops overrides", _global_medoids_args)
-def _global_medoids(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
-    import getpass
-
-    from recsys_notify import global_medoids as gm
-    from recsys_notify.overrides import parse_request
-
-    replace = []
-    for spec in args.replace:
-        parts = spec.split(":")
-        if len(parts) not in (2, 3):
-            raise ValueError(f"--replace {spec!r}: expected CLUSTER:ITEM or CLUSTER:ITEM:LANG")
-        replace.append({"cluster_id": parts[0], "item_id": parts[1], **({"language": parts[2]} if len(parts) == 3 else {})})
-    request = parse_request({"replace_representatives": replace, "block_items": args.block,
-                             "revoke_overrides": args.revoke, "reason": args.reason, "expires": args.expires,
-                             "requested_by": args.requested_by}, default_user=getpass.getuser())
-    if args.check_only:
-        return for_each_day(args, lambda day: gm.check_request(storage, settings, day, request))
-    run_id = args.run_id or f"cli-{uuid.uuid4().hex[:12]}"
-    return for_each_day(args, lambda day: gm.refresh(storage, settings, day, request, run_id=run_id,
-                                                     track=not args.no_track))
+for _spec in STEPS.values():
+    command(_spec.name.replace("_", "-"), f"run the {_spec.name} step (the {_spec.name} DAG's work) for each date",
+            _step_args(_spec))(_step_handler(_spec))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,8 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from recsys_notify.core.datasets import EVENTS, OUTBOX
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Dependency order: pairs -> GEM embeddings -> user medoids -> global medoids; the two-tower champion
@@ -25,10 +27,10 @@ REPO = Path(__file__).resolve().parents[2]
 # UI form offers) keep the two training DAGs to demo length; everything else runs as configured.
 CHAIN: list[tuple[str, dict[str, Any]]] = [
     ("pair_mining", {}),
-    ("gem_training", {"epochs": 3}),
+    ("gem", {"epochs": 3}),
     ("user_medoids", {}),
     ("global_medoids", {}),
-    ("two_tower_retrain", {"epochs": 2}),
+    ("two_tower", {"experiment_overrides": {"epochs": 2}}),
     ("notifications", {}),
 ]
 
@@ -51,12 +53,12 @@ def say(msg: str) -> None:
 
 
 def generate_if_missing(data_root: str, users: int, items: int, days: int, end: date) -> None:
-    from recsys_notify.storage import Storage
+    from recsys_notify.core.storage import Storage
     from recsys_notify.synthetic import generate, generator_config
 
     storage = Storage(data_root)
-    if end in storage.dates("events"):
-        say(f"synthetic data already in {data_root} (events up to {max(storage.dates('events'))}); reusing it")
+    if end in storage.dates(EVENTS.name):
+        say(f"synthetic data already in {data_root} (events up to {max(storage.dates(EVENTS.name))}); reusing it")
         return
     say(f"generating {users} users, {items} items, {days} days ending {end} into {data_root}")
     generate(storage, generator_config(users, items, days, end, 0), lambda msg: say(f"  generate: {msg}"))
@@ -87,14 +89,14 @@ def run_chain(day: date) -> dict[str, float]:
 
 
 def report(data_root: str, day: date, home: Path, sample: int = 5) -> None:
-    from recsys_notify.config import get_settings
-    from recsys_notify.storage import Storage
+    from recsys_notify.core.config import get_settings
+    from recsys_notify.core.storage import Storage
 
     settings = get_settings()
     storage = Storage(data_root)
-    outbox = storage.read("outbox", day)
+    outbox = storage.read(OUTBOX.name, day)
     print()
-    say(f"{len(outbox)} notifications for {day} in {storage.partition_path('outbox', day)}")
+    say(f"{len(outbox)} notifications for {day} in {storage.partition_path(OUTBOX.name, day)}")
     cols = [c for c in ("user_id", "item_id", "title", "body", "source") if c in outbox.columns]
     with_text = outbox[cols].head(sample).to_string(index=False, max_colwidth=60)
     print(with_text)

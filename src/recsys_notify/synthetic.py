@@ -24,8 +24,9 @@ import pandas as pd
 import pyarrow as pa
 from sklearn.decomposition import PCA
 
-from recsys_notify.contract import EMBEDDING_DIM, ingest
-from recsys_notify.storage import Storage, as_date
+from recsys_notify.core.contract import EMBEDDING_DIM, ingest
+from recsys_notify.core.datasets import EVENTS, ITEMS, TRUTH_ITEMS, TRUTH_USERS, USERS
+from recsys_notify.core.storage import Storage, as_date
 
 LANG_CODES = np.array(["en", "es", "pt", "hi", "id", "ru", "de"])
 LANG_SHARE = np.array([0.5, 0.15, 0.1, 0.1, 0.05, 0.05, 0.05])
@@ -62,7 +63,8 @@ class GeneratorConfig:
 
     def __post_init__(self) -> None:
         if self.items < EMBEDDING_DIM:
-            raise ValueError(f"items must be at least {EMBEDDING_DIM} (the embedding PCA needs that many), got {self.items}")
+            raise ValueError(f"items must be at least {EMBEDDING_DIM} (the embedding PCA needs that many), "
+                             f"got {self.items}")
         for name in ("users", "days", "topics", "styles"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -102,7 +104,8 @@ def _captions(rng: np.random.Generator, topic: np.ndarray, n_topics: int) -> np.
     for j in (2, 3):
         text = np.strings.add(text, np.where(n_words > j, np.strings.add(" ", words[:, j]), ""))
     filler = np.array(FILLER)[rng.integers(0, len(FILLER), len(topic))]
-    text = np.strings.add(np.strings.add(text, np.strings.add(" ", filler)), np.strings.add(" #", topic_words[topic, 0]))
+    text = np.strings.add(text, np.strings.add(" ", filler))
+    text = np.strings.add(text, np.strings.add(" #", topic_words[topic, 0]))
     return text.astype(object)
 
 
@@ -307,14 +310,14 @@ def generate(storage: Storage, cfg: GeneratorConfig,
     truth_items, truth_users = truth_frames(world)
     first_day = np.maximum(world.item_created_day, 0)
     counts = {"users": len(world.users), "items": len(world.items), "events": 0, "quarantined": 0}
-    storage.write("truth_users", cfg.start, truth_users)
-    ingest(storage, "users", cfg.start, world.users)
+    storage.write(TRUTH_USERS.name, cfg.start, truth_users)
+    ingest(storage, USERS.name, cfg.start, world.users)
     for d in range(cfg.days):
         day = cfg.start + timedelta(days=d)
         todays = first_day == d
-        storage.write("truth_items", day, truth_items[todays])
-        ingest(storage, "items", day, world.items[todays].reset_index(drop=True))
-        stats = ingest(storage, "events", day, events_for_day(cfg, world, d),
+        storage.write(TRUTH_ITEMS.name, day, truth_items[todays])
+        ingest(storage, ITEMS.name, day, world.items[todays].reset_index(drop=True))
+        stats = ingest(storage, EVENTS.name, day, events_for_day(cfg, world, d),
                        known_items=world.items["item_id"].to_numpy()[first_day <= d])
         counts["events"] += stats["rows"]
         counts["quarantined"] += stats["quarantined"]
@@ -323,5 +326,6 @@ def generate(storage: Storage, cfg: GeneratorConfig,
     return counts
 
 
-def generator_config(users: int, items: int, days: int, end: date | str, seed: int = 0, **extra: object) -> GeneratorConfig:
+def generator_config(users: int, items: int, days: int, end: date | str, seed: int = 0,
+                     **extra: object) -> GeneratorConfig:
     return GeneratorConfig(users=users, items=items, days=days, end=as_date(end), seed=seed, **extra)  # type: ignore[arg-type]

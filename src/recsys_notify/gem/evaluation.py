@@ -14,8 +14,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from recsys_notify.embeddings import l2_normalize
-from recsys_notify.gem.inputs import Pairs
+from recsys_notify.core.embeddings import l2_normalize
+from recsys_notify.gem.data import Items, Pairs
+
+
+def truth_labels(truth: pd.DataFrame, items: Items) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Generator topic/style per item (``truth``: item_id, topic, style), or ``(None, None)`` without truth."""
+    if truth.empty:
+        return None, None
+    truth = truth.set_index("item_id")
+    unknown = -1 - np.arange(len(items.ids))  # items without truth never count as a match
+    topic = truth["topic"].reindex(items.ids).to_numpy(dtype=np.float64)
+    style = truth["style"].reindex(items.ids).to_numpy(dtype=np.float64)
+    return np.where(np.isnan(topic), unknown, topic), np.where(np.isnan(style), unknown, style)
 
 
 def partner_lists(pairs: Pairs, queries: np.ndarray) -> list[np.ndarray]:

@@ -20,8 +20,8 @@ import torch
 from scipy import sparse
 from torch.nn import functional as F
 
-from recsys_notify.config import GemSettings
-from recsys_notify.gem.inputs import Items, Pairs
+from recsys_notify.core.config import GemSettings
+from recsys_notify.gem.data import Items, Pairs
 from recsys_notify.gem.model import GemModel
 
 EpochHook = Callable[[int, float], None]

@@ -17,11 +17,12 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from recsys_notify.core.config import resolve_path
+
 LABEL_FIELDS = ("completion", "liked", "shared", "watch_time_s")
 USER_FEATURES = ("history_mean", "last5_concat", "cluster_distribution", "user_stats")
 ITEM_FEATURES = ("item_stats", "creator_stats")
 RATIOS = {"7:3": (7, 3), "5:5": (5, 5), "4:6": (4, 6)}
-REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 class LabelRuleError(ValueError):
@@ -159,21 +160,13 @@ class ExperimentConfig(BaseModel):
         return {k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in self.model_dump().items()}
 
 
-def configs_dir(path: str | Path) -> Path:
-    """Resolve a configured directory (relative paths: current directory, else the repository)."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    return REPO_ROOT / p
-
-
 def available_experiments(directory: str | Path) -> list[str]:
-    return sorted(f.stem for f in configs_dir(directory).glob("*.yaml"))
+    return sorted(f.stem for f in resolve_path(directory).glob("*.yaml"))
 
 
 def load_experiment(name: str, directory: str | Path, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
     """Read ``{directory}/{name}.yaml``; ``overrides`` (e.g. fewer epochs) win over the file."""
-    path = configs_dir(directory) / f"{name}.yaml"
+    path = resolve_path(directory) / f"{name}.yaml"
     if not path.exists():
         known = ", ".join(available_experiments(directory)) or "none"
         raise ValueError(f"unknown two-tower experiment {name!r} (known: {known})")

@@ -1,8 +1,9 @@
 """From raw events to tower inputs: window, filters, labels, weights, negatives and features.
 
-Training window: the ``window_days`` days before the validation day ``dt`` (clipped to the first day
-events exist, never with gaps). Events are aggregated per (user, item) first, so a rewatch is one
-interaction (max completion, any like/share, summed watch time).
+Training window: the ``window_days`` days before the validation day ``dt`` (the event window ending
+on ``dt - 1``). Events are aggregated per (user, item) first, so a rewatch is one interaction (max
+completion, any like/share, summed watch time). The step resolves :func:`requests` and builds the
+:class:`Interactions` with :func:`interactions_from`.
 
 Features use the training window as history. For a training example the example's own interaction
 is left out of the user's history features (means, last 5, cluster distribution), otherwise a
@@ -14,7 +15,6 @@ window CTR is the same for every example of an item, so it carries at most a 1/n
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -23,13 +23,13 @@ import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
 
-from recsys_notify.config import InteractionWeights
-from recsys_notify.embeddings import item_vectors
-from recsys_notify.interaction_weights import weight_table
-from recsys_notify.storage import MissingPartitionError, Storage
+from recsys_notify.core.config import InteractionWeights
+from recsys_notify.core.datasets import EVENTS, ITEMS
+from recsys_notify.core.embeddings import item_vectors, vectors_request
+from recsys_notify.core.inputs import Inputs, Request, as_of, day, window
+from recsys_notify.core.interaction_weights import weight_table
 from recsys_notify.two_tower.config import RATIOS, ExperimentConfig, parse_label_rule
 
-log = logging.getLogger(__name__)
 LAST_N = 5
 EVENT_COLUMNS = ["user_id", "item_id", "ts", "watch_time_s", "completion", "liked", "shared"]
 
@@ -43,15 +43,11 @@ class Interactions:
     item_ids: np.ndarray
     item_matrix: np.ndarray
     creator_ids: np.ndarray
-    lineage: dict[str, list[date]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
 
 def aggregate(events: pd.DataFrame, label_rule: str) -> pd.DataFrame:
     """One row per (user, item) with the label from ``label_rule``."""
-    missing = [c for c in EVENT_COLUMNS if c not in events.columns]
-    if missing:
-        raise ValueError(f"events lack column(s) {', '.join(missing)}")
     agg = (events.groupby(["user_id", "item_id"], sort=False)
            .agg(ts=("ts", "max"), watch_time_s=("watch_time_s", "sum"), completion=("completion", "max"),
                 liked=("liked", "any"), shared=("shared", "any"))
@@ -60,44 +56,39 @@ def aggregate(events: pd.DataFrame, label_rule: str) -> pd.DataFrame:
     return agg
 
 
-def train_days(storage: Storage, dt: date, window_days: int) -> list[date]:
-    """The window before ``dt``, clipped to the first events day; a gap inside it is an error."""
-    have = storage.dates("events")
-    if not have or have[0] >= dt:
-        raise MissingPartitionError(f"events has no partition before {dt}: run `recsys-notify generate` "
-                                    f"or ingest events for the {window_days} days before {dt} first")
-    start = max(dt - timedelta(days=window_days), have[0])
-    days = [start + timedelta(days=i) for i in range((dt - start).days)]
-    missing = sorted(set(days) - set(have))
-    if missing:
-        raise MissingPartitionError(f"events is missing {len(missing)} day(s) of the training window "
-                                    f"{days[0]}..{days[-1]} (first {missing[0]}): ingest them first")
-    if len(days) < window_days:
-        log.warning("training window clipped to %d of %d days (events start %s)", len(days), window_days, have[0])
-    return days
+def requests(cfg: ExperimentConfig, history_end: date, catalogue_dt: date, prefix: str) -> dict[str, Request]:
+    """What an experiment's features read: its event window ending ``history_end`` and the catalogue of a day."""
+    return {f"{prefix}events": window(EVENTS, history_end, cfg.window_days),
+            f"{prefix}vectors": vectors_request(cfg.embedding_source, catalogue_dt),
+            f"{prefix}items": as_of(ITEMS, catalogue_dt)}
 
 
-def catalogue(storage: Storage, dt: date, source: str, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Item ids known on ``dt`` with their embeddings and creators."""
-    item_ids, matrix = item_vectors(storage, dt, source=source, dim=dim)  # type: ignore[arg-type]
-    items = storage.read_upto("items", dt, columns=["item_id", "creator_id"]).drop_duplicates("item_id")
+def train_requests(cfg: ExperimentConfig, dt: date) -> dict[str, Request]:
+    """Training data of an experiment validated on ``dt``: the window before ``dt``, ``dt`` itself, the catalogue."""
+    return {**requests(cfg, dt - timedelta(days=1), dt, "train_"), "valid_events": day(EVENTS, dt)}
+
+
+def catalogue(inputs: Inputs, cfg: ExperimentConfig, prefix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Item ids with their embeddings and creators, from the resolved ``{prefix}vectors`` / ``{prefix}items``."""
+    item_ids, matrix = item_vectors(inputs, cfg.embedding_source, cfg.embedding_dim, role=f"{prefix}vectors")
+    items = inputs.dimension(f"{prefix}items", ["item_id", "creator_id"])
     creators = items.set_index("item_id")["creator_id"].reindex(item_ids).fillna(-1).to_numpy(np.int64)
     return item_ids, matrix, creators
 
 
-def load_window(storage: Storage, dt: date, cfg: ExperimentConfig, with_valid: bool = True) -> Interactions:
-    """Read the training window and (optionally) the validation day ``dt`` from storage."""
-    days = train_days(storage, dt, cfg.window_days)
-    train = aggregate(storage.read_range("events", days[0], days[-1], columns=EVENT_COLUMNS), cfg.label_rule)
-    valid = aggregate(storage.read("events", dt, columns=EVENT_COLUMNS), cfg.label_rule) if with_valid \
-        else train.iloc[:0]
-    item_ids, matrix, creators = catalogue(storage, dt, cfg.embedding_source, cfg.embedding_dim)
-    emb_ds = "items" if cfg.embedding_source == "content" else "gem_embeddings"
-    emb_days = [d for d in storage.dates("items") if d <= dt] if emb_ds == "items" \
-        else [storage.latest_on_or_before("gem_embeddings", dt)]
-    lineage = {"events": days + ([dt] if with_valid else []), emb_ds: emb_days}
-    return Interactions(train, valid, item_ids, matrix, creators, lineage,
-                        {"train_start": days[0], "train_end": days[-1], "valid_day": dt, "train_days": len(days)})
+def events_from(inputs: Inputs, role: str, cfg: ExperimentConfig) -> pd.DataFrame:
+    """Aggregated interactions of the resolved ``role`` under the experiment's label rule."""
+    return aggregate(inputs.frame(role, EVENT_COLUMNS), cfg.label_rule)
+
+
+def interactions_from(inputs: Inputs, cfg: ExperimentConfig) -> Interactions:
+    """The training window, the validation day and the catalogue of :func:`train_requests`."""
+    days = inputs["train_events"].dates
+    item_ids, matrix, creators = catalogue(inputs, cfg, "train_")
+    return Interactions(events_from(inputs, "train_events", cfg), events_from(inputs, "valid_events", cfg),
+                        item_ids, matrix, creators,
+                        {"train_start": days[0], "train_end": days[-1], "valid_day": inputs["valid_events"].dates[0],
+                         "train_days": len(days), "train_window_clipped": inputs["train_events"].clipped})
 
 
 # ----- features -----------------------------------------------------------------------------------
@@ -141,7 +132,8 @@ class FeatureSpace:
     def set_catalogue(self, item_ids: np.ndarray, item_matrix: np.ndarray, creator_ids: np.ndarray) -> None:
         """Swap in the catalogue of another day (serving) keeping the fitted parts."""
         if item_matrix.shape[1] != self.centroids.shape[1]:
-            raise ValueError(f"item embeddings have {item_matrix.shape[1]} dims, model expects {self.centroids.shape[1]}")
+            raise ValueError(f"item embeddings have {item_matrix.shape[1]} dims, "
+                             f"model expects {self.centroids.shape[1]}")
         if not np.isfinite(item_matrix).all():
             raise ValueError("item embeddings contain NaN or infinite values")
         self.item_index = pd.Index(item_ids)
@@ -285,8 +277,8 @@ class FeatureSpace:
 
     def id_index(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Embedding rows for item and creator ids (0 = unseen in training)."""
-        return (_vocab_index(self.item_vocab, item_ids),
-                _vocab_index(self.creator_vocab, self.creator_ids[np.clip(self.item_index.get_indexer(item_ids), 0, None)]))
+        rows = np.clip(self.item_index.get_indexer(item_ids), 0, None)
+        return _vocab_index(self.item_vocab, item_ids), _vocab_index(self.creator_vocab, self.creator_ids[rows])
 
     def state(self) -> dict[str, Any]:
         return {"cfg": self.cfg.model_dump(), "centroids": self.centroids, "norms": self.norms,

@@ -61,7 +61,8 @@ def _read_atomic(stem: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
                             "rating": inter["rating"].astype(float), "timestamp": inter["timestamp"].astype(float)})
     raw = load("item")
     items = pd.DataFrame({"item_id": raw["item_id"].astype(int), "title": raw["movie_title"],
-                          "genres": raw["class"].str.split(), "year": pd.to_numeric(raw["release_year"], errors="coerce")})
+                          "genres": raw["class"].str.split(),
+                          "year": pd.to_numeric(raw["release_year"], errors="coerce")})
     users = load("user")
     users["user_id"] = users["user_id"].astype(int)
     return _ratings(ratings), items, users
@@ -112,4 +113,4 @@ def to_interactions(ratings: pd.DataFrame, items: pd.DataFrame, label_rule: str 
     info = {"train_start": str(events["ts"].min().date()), "train_end": str(events["ts"].max().date()),
             "valid_day": f"last {valid_fraction:.0%} per user"}
     return Interactions(aggregate(events[~is_valid], label_rule), aggregate(events[is_valid], label_rule),
-                        items["item_id"].to_numpy(np.int64), matrix, np.full(len(items), -1, np.int64), {}, info)
+                        items["item_id"].to_numpy(np.int64), matrix, np.full(len(items), -1, np.int64), info)

@@ -1,8 +1,9 @@
 """Registry gate: a new version becomes ``champion`` only if it beats the current one on the same data.
 
 Both the candidate and the current champion are scored through the serving path
-(:class:`ChampionRanker`) on the candidate's validation impressions, so the comparison is
-like-for-like even when the champion came from another experiment or an older day. The candidate
+(:class:`ChampionRanker`, features from the day before the validation day) on the candidate's
+validation impressions, so the comparison is like-for-like even when the champion came from
+another experiment or an older day. Everything the gate reads is resolved once, at its start. The candidate
 must improve the primary metric, and no guard metric may drop by more than the tolerance (absolute).
 Otherwise it gets the ``challenger`` alias and a ``gate_reason`` tag saying why.
 """
@@ -16,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from recsys_notify.config import Settings
-from recsys_notify.storage import Storage
-from recsys_notify.two_tower.data import load_window, prepare
+from recsys_notify.core.config import Settings
+from recsys_notify.core.inputs import resolve
+from recsys_notify.core.storage import Storage
+from recsys_notify.two_tower.data import interactions_from, prepare, train_requests
 from recsys_notify.two_tower.metrics import evaluate_scorer
-from recsys_notify.two_tower.serving import CHALLENGER, CHAMPION, ChampionRanker, _client, load_champion, load_version
+from recsys_notify.two_tower.serving import CHALLENGER, CHAMPION, BoundRanker, _client, load_champion, load_version
 
 
 def gate_decision(candidate: Mapping[str, float], champion: Mapping[str, float] | None, primary: str,
@@ -40,14 +42,9 @@ def gate_decision(candidate: Mapping[str, float], champion: Mapping[str, float] 
     return True, f"{primary} {cand:.4f} beats champion {champ:.4f}"
 
 
-def evaluate_ranker(ranker: ChampionRanker, storage: Storage, valid_day: date, prep: Any) -> dict[str, float]:
-    """Metrics of a registered ranker on prepared validation impressions (history = the day before)."""
-    feature_day = valid_day - timedelta(days=1)
-
-    def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return ranker.score_matrix(storage, feature_day, users, items, catalogue_day=valid_day)
-
-    return evaluate_scorer(score, prep.valid, prep.seen, np.sort(prep.candidates))
+def evaluate_ranker(ranker: BoundRanker, prep: Any) -> dict[str, float]:
+    """Metrics of a bound ranker on prepared validation impressions."""
+    return evaluate_scorer(ranker.score_matrix, prep.valid, prep.seen, np.sort(prep.candidates))
 
 
 def gate(storage: Storage, dt: date, settings: Settings, version: str) -> dict[str, Any]:
@@ -56,13 +53,18 @@ def gate(storage: Storage, dt: date, settings: Settings, version: str) -> dict[s
     candidate = load_version(settings, version=version)
     if candidate is None:
         raise ValueError(f"{tt.registered_model} has no version {version}")
-    cfg = candidate.config
-    prep = prepare(load_window(storage, dt, cfg), cfg, settings.interaction_weights)
-    cand_metrics = evaluate_ranker(candidate, storage, dt, prep)
     champion = load_champion(settings)
     if champion is not None and champion.version == candidate.version:
         return {"version": version, "promoted": True, "reason": "already champion", "champion_version": version}
-    champ_metrics = evaluate_ranker(champion, storage, dt, prep) if champion is not None else None
+    cfg = candidate.config
+    history_end = dt - timedelta(days=1)
+    requests = {**train_requests(cfg, dt), **candidate.requests(history_end, dt)}
+    if champion is not None:
+        requests |= champion.requests(history_end, dt)
+    inputs = resolve(storage, requests)
+    prep = prepare(interactions_from(inputs, cfg), cfg, settings.interaction_weights)
+    cand_metrics = evaluate_ranker(candidate.bind(inputs), prep)
+    champ_metrics = evaluate_ranker(champion.bind(inputs), prep) if champion is not None else None
     promote, reason = gate_decision(cand_metrics, champ_metrics, tt.primary_metric, tt.guard_metrics,
                                     tt.guard_tolerance)
     client = _client(settings)

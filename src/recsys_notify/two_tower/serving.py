@@ -1,22 +1,22 @@
 """Serving the registered champion: ``load_champion(settings)`` -> :class:`ChampionRanker` or None.
 
 The logged model carries its experiment config and fitted feature definition, so scoring rebuilds
-the same features from storage: the user history is the model's window ending on ``dt`` (inclusive)
-and the catalogue is the items known on ``dt`` with the model's embedding source.
+the same features from the run's resolved inputs: a caller adds :meth:`ChampionRanker.requests` to
+what it resolves (the model's event window ending on the history day and the catalogue of a day,
+with the model's embedding source) and :meth:`ChampionRanker.bind` returns a scorer over them.
 """
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-from typing import Any
+from datetime import date
 
 import numpy as np
 import torch
 
-from recsys_notify.config import Settings
-from recsys_notify.storage import Storage, as_date
+from recsys_notify.core.config import Settings
+from recsys_notify.core.inputs import Inputs, Request
 from recsys_notify.two_tower.config import ExperimentConfig
-from recsys_notify.two_tower.data import EVENT_COLUMNS, Context, FeatureSpace, aggregate, catalogue, train_days
+from recsys_notify.two_tower.data import Context, FeatureSpace, catalogue, events_from, requests
 from recsys_notify.two_tower.model import TwoTower
 
 CHAMPION = "champion"
@@ -24,59 +24,64 @@ CHALLENGER = "challenger"
 
 
 class ChampionRanker:
-    """A registered two-tower version ready to score (user, item) pairs."""
+    """A registered two-tower version, not yet bound to a day's features."""
 
     def __init__(self, model: TwoTower, version: str, run_id: str | None = None):
         self.model = model.eval()
         self.version = str(version)
         self.run_id = run_id
-        self._cached: tuple[Any, FeatureSpace, Context] | None = None
 
     @property
     def config(self) -> ExperimentConfig:
         return self.model.config
 
-    def _features(self, storage: Storage, dt: date, catalogue_day: date | None = None) -> tuple[FeatureSpace, Context]:
-        key = (storage.root_uri, dt, catalogue_day)
-        if self._cached is None or self._cached[0] != key:
-            cfg = self.config
-            days = train_days(storage, dt + timedelta(days=1), cfg.window_days)
-            events = aggregate(storage.read_range("events", days[0], days[-1], columns=EVENT_COLUMNS), cfg.label_rule)
-            items = catalogue(storage, catalogue_day or dt, cfg.embedding_source, cfg.embedding_dim)
-            space = FeatureSpace.from_state(self.model.feature_state, *items)
-            self._cached = (key, space, space.context(events))
-        return self._cached[1], self._cached[2]
+    @property
+    def prefix(self) -> str:
+        return f"model{self.version}_"
 
-    def _encode(self, storage: Storage, dt: date, user_ids: np.ndarray, item_ids: np.ndarray,
-                catalogue_day: date | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        space, ctx = self._features(storage, as_date(dt), catalogue_day)
-        item_idx, creator_idx = space.id_index(item_ids)
+    def requests(self, history_end: date, catalogue_dt: date | None = None) -> dict[str, Request]:
+        """Inputs its features need: history up to ``history_end``, the catalogue of ``catalogue_dt``."""
+        return requests(self.config, history_end, catalogue_dt or history_end, self.prefix)
+
+    def bind(self, inputs: Inputs) -> BoundRanker:
+        """A scorer over the resolved :meth:`requests`."""
+        space = FeatureSpace.from_state(self.model.feature_state, *catalogue(inputs, self.config, self.prefix))
+        return BoundRanker(self.model, self.version, space, space.context(events_from(inputs, f"{self.prefix}events",
+                                                                                      self.config)))
+
+
+class BoundRanker:
+    """A champion with its features built: scores (user, item) pairs, higher is better."""
+
+    def __init__(self, model: TwoTower, version: str, space: FeatureSpace, ctx: Context):
+        self.model, self.version, self.space, self.ctx = model, version, space, ctx
+
+    def _encode(self, user_ids: np.ndarray, item_ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        item_idx, creator_idx = self.space.id_index(item_ids)
         with torch.no_grad():
-            u = self.model.encode_users(torch.from_numpy(space.user_x(ctx, user_ids)))
-            v = self.model.encode_items(torch.from_numpy(space.item_x(ctx, item_ids)),
+            u = self.model.encode_users(torch.from_numpy(self.space.user_x(self.ctx, user_ids)))
+            v = self.model.encode_items(torch.from_numpy(self.space.item_x(self.ctx, item_ids)),
                                         torch.from_numpy(item_idx), torch.from_numpy(creator_idx))
         return u, v
 
-    def score(self, storage: Storage, dt: date, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
-        """Scores of aligned (user, item) pairs, higher is better; unknown item ids are an error."""
+    def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        """Scores of aligned (user, item) pairs; unknown item ids are an error."""
         user_ids = np.asarray(user_ids, dtype=np.int64)
         item_ids = np.asarray(item_ids, dtype=np.int64)
         if user_ids.shape != item_ids.shape or user_ids.ndim != 1:
-            raise ValueError(f"user_ids and item_ids must be 1-d and aligned, got {user_ids.shape} and {item_ids.shape}")
+            raise ValueError(f"user_ids and item_ids must be 1-d and aligned, "
+                             f"got {user_ids.shape} and {item_ids.shape}")
         if len(user_ids) == 0:
             return np.zeros(0, np.float32)
         users, uinv = np.unique(user_ids, return_inverse=True)
         items, iinv = np.unique(item_ids, return_inverse=True)
-        u, v = self._encode(storage, dt, users, items)
+        u, v = self._encode(users, items)
         with torch.no_grad():
             return self.model.similarity(u[torch.from_numpy(uinv)], v[torch.from_numpy(iinv)]).numpy()
 
-    def score_matrix(self, storage: Storage, dt: date, user_ids: np.ndarray, item_ids: np.ndarray,
-                     catalogue_day: date | None = None) -> np.ndarray:
-        """(users, items) scores of every combination; ``catalogue_day`` lets evaluation score items
-        created on the validation day with the history of the day before."""
-        u, v = self._encode(storage, dt, np.asarray(user_ids, np.int64), np.asarray(item_ids, np.int64),
-                            catalogue_day)
+    def score_matrix(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        """(users, items) scores of every combination."""
+        u, v = self._encode(np.asarray(user_ids, np.int64), np.asarray(item_ids, np.int64))
         with torch.no_grad():
             return self.model.similarity_matrix(u, v).numpy()
 
@@ -84,7 +89,7 @@ class ChampionRanker:
 def _client(settings: Settings):
     from mlflow import MlflowClient
 
-    from recsys_notify.tracking import configure
+    from recsys_notify.core.tracking import configure
 
     configure(settings)
     return MlflowClient()

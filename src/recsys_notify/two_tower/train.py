@@ -97,10 +97,12 @@ def fit(prep: Prepared, cfg: ExperimentConfig | None = None, on_epoch: EpochCall
                 if cfg.logq_correction:
                     logits = logits - log_q[idx][None, :]
                 # the same item twice in a batch is not a negative for itself
+                batch_items = prep.train_item_ids[idx.numpy()]
                 same = iid[None, :] == iid[:, None] if model.item_emb is not None else \
-                    torch.from_numpy(prep.train_item_ids[idx.numpy()][None, :] == prep.train_item_ids[idx.numpy()][:, None])
+                    torch.from_numpy(batch_items[None, :] == batch_items[:, None])
                 logits = logits.masked_fill(same & ~torch.eye(len(idx), dtype=torch.bool), -1e9)
-                loss = (nn.functional.cross_entropy(logits, torch.arange(len(idx)), reduction="none") * w).sum() / w.sum()
+                per_row = nn.functional.cross_entropy(logits, torch.arange(len(idx)), reduction="none")
+                loss = (per_row * w).sum() / w.sum()
             opt.zero_grad()
             loss.backward()
             opt.step()

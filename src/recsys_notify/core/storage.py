@@ -1,0 +1,445 @@
+"""Date-partitioned Parquet datasets: ``{root}/{dataset}/dt=YYYYMMDD/``.
+
+Every step reads and writes through :class:`Storage` so local disks and S3 behave the same:
+
+* a partition is visible only once committed, and a rewrite replaces it whole;
+* each committed partition has a ``_manifest.json`` naming its files and row count;
+* files go to a fresh version prefix ``v-<uuid>/`` and the manifest is the commit marker
+  (replaced atomically), so a reader never mixes files of two versions: steps pin the versions
+  they read (:meth:`Storage.partition`, see :mod:`recsys_notify.core.inputs`), and the version
+  just replaced is kept until the next commit so readers still on it finish;
+* a step's outputs for a date are written together (:meth:`Storage.write_many`): all staged,
+  then all published;
+* a writer takes a lock per partition, so two concurrent runs for one date cannot interleave:
+  the second fails with a message naming the holder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys_notify.core.datasets import lookup
+
+MANIFEST = "_manifest.json"
+READ_ATTEMPTS = 8
+LOCK = "_lock.json"
+DATE_FMT = "%Y%m%d"
+_PARTITION_DIR = re.compile(r"^dt=(\d{8})$")
+
+
+class StorageError(RuntimeError):
+    """Base class for storage failures."""
+
+
+class MissingPartitionError(StorageError):
+    """An upstream partition a step needs has not been produced."""
+
+
+class PartitionLockedError(StorageError):
+    """Another run is writing the same partition right now."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One committed partition version as a reader pinned it: its files, rows and columns."""
+
+    dataset: str
+    dt: date
+    version: str | None
+    files: tuple[str, ...]
+    rows: int
+    columns: tuple[str, ...]
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    dataset: str
+    dt: date
+    rows: int
+    uri: str
+
+
+def as_date(value: date | datetime | str) -> date:
+    """Accept a date, a datetime (Airflow's logical date) or ``YYYY-MM-DD`` / ``YYYYMMDD``."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    text = str(value).strip()
+    for fmt in ("%Y-%m-%d", DATE_FMT):
+        try:
+            return datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    raise ValueError(f"not a date: {value!r} (expected YYYY-MM-DD)")
+
+
+def date_range(start: date, end: date) -> list[date]:
+    """Inclusive list of days from ``start`` to ``end``."""
+    if end < start:
+        raise ValueError(f"end {end} is before start {start}")
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def _producer_hint(dataset: str) -> str:
+    try:
+        return lookup(dataset).run_hint
+    except KeyError:
+        return f"the step that writes {dataset!r}"
+
+
+class Storage:
+    """Reads and writes partitions under one root URI (``file://``, plain path, or ``s3://``)."""
+
+    def __init__(self, root: str, storage_options: dict[str, Any] | None = None, lock_stale_s: float = 6 * 3600):
+        self.root_uri = root
+        self.fs, path = fsspec.core.url_to_fs(root, **(storage_options or {}))
+        self.root = path.rstrip("/")
+        self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self.lock_stale_s = lock_stale_s
+        if self.local:
+            os.makedirs(self.root, exist_ok=True)
+
+    # ----- paths -----
+    def dataset_path(self, dataset: str) -> str:
+        if not dataset or "/" in dataset or dataset.startswith(("_", ".")):
+            raise ValueError(f"invalid dataset name {dataset!r}")
+        return f"{self.root}/{dataset}"
+
+    def partition_path(self, dataset: str, dt: date | str) -> str:
+        return f"{self.dataset_path(dataset)}/dt={as_date(dt).strftime(DATE_FMT)}"
+
+    def uri(self, path: str) -> str:
+        return self.fs.unstrip_protocol(path)
+
+    # ----- listing -----
+    def dates(self, dataset: str) -> list[date]:
+        """Committed partition dates, ascending."""
+        base = self.dataset_path(dataset)
+        if not self.local:
+            self.fs.invalidate_cache(base)  # s3fs caches listings; another process may have committed since
+        if not self.fs.exists(base):
+            return []
+        out = []
+        for entry in self.fs.ls(base, detail=False):
+            match = _PARTITION_DIR.match(entry.rstrip("/").rsplit("/", 1)[-1])  # ignores dt=...bak and debris
+            if match and self.fs.exists(f"{entry}/{MANIFEST}"):
+                try:
+                    out.append(datetime.strptime(match.group(1), DATE_FMT).date())
+                except ValueError:
+                    continue  # dt=20261399: not a date, so not a partition
+        return sorted(out)
+
+    def exists(self, dataset: str, dt: date | str) -> bool:
+        return self.fs.exists(f"{self.partition_path(dataset, dt)}/{MANIFEST}")
+
+    def manifest(self, dataset: str, dt: date | str) -> dict[str, Any]:
+        path = f"{self.partition_path(dataset, dt)}/{MANIFEST}"
+        if not self.local:
+            self.fs.invalidate_cache(self.partition_path(dataset, dt))  # a rewrite elsewhere changes it
+        try:
+            with self.fs.open(path, "r") as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            raise MissingPartitionError(
+                f"{dataset} has no partition for {as_date(dt)}: run {_producer_hint(dataset)} for {as_date(dt)} first"
+            ) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StorageError(
+                f"corrupt manifest {self.uri(path)} for {dataset} dt={as_date(dt)}: {exc}; "
+                f"rerun {_producer_hint(dataset)} for {as_date(dt)}"
+            ) from None
+
+    def files(self, dataset: str, dt: date | str) -> list[str]:
+        """Full paths of the committed files of one partition."""
+        base = self.partition_path(dataset, dt)
+        return [f"{base}/{name}" for name in self.manifest(dataset, dt)["files"]]
+
+    def partition(self, dataset: str, dt: date | str) -> Partition:
+        """The committed version of one partition, pinned for later reads."""
+        manifest = self.manifest(dataset, dt)
+        base = self.partition_path(dataset, dt)
+        return Partition(dataset, as_date(dt), manifest.get("version"), tuple(f"{base}/{n}" for n in manifest["files"]),
+                         int(manifest["rows"]), tuple(manifest["columns"]), manifest.get("metadata") or {})
+
+    # ----- reading -----
+    def read_table(self, dataset: str, dt: date | str, columns: list[str] | None = None) -> pa.Table:
+        """Read one committed version whole.
+
+        A rewrite keeps the previous version's files until the next commit, so a reader that started on
+        the old manifest still reads it completely; only two rewrites during one read make it start over.
+        """
+        base = self.partition_path(dataset, dt)
+        for attempt in range(READ_ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))  # let the rewrite settle
+            manifest = self.manifest(dataset, dt)
+            path = base
+            try:
+                tables = []
+                for name in manifest["files"]:
+                    path = f"{base}/{name}"
+                    tables.append(pq.read_table(path, columns=columns, filesystem=self.fs))
+            except (pa.ArrowInvalid, OSError) as exc:
+                if isinstance(exc, FileNotFoundError) and self._version(dataset, dt) != manifest.get("version"):
+                    continue  # our version was dropped by two newer commits: read the current one
+                raise StorageError(f"corrupt Parquet file {self.uri(path)} in {dataset} "
+                                   f"dt={as_date(dt)}: {exc}") from exc
+            if not tables:
+                return pa.table({})
+            return pa.concat_tables(tables, promote_options="default")
+        raise StorageError(f"{dataset} dt={as_date(dt)} was replaced {READ_ATTEMPTS} times while being read; retry")
+
+    def _version(self, dataset: str, dt: date | str) -> str | None:
+        return self._version_at(self.partition_path(dataset, dt))
+
+    def _version_at(self, target: str) -> str | None:
+        try:
+            with self.fs.open(f"{target}/{MANIFEST}", "r") as fh:
+                return json.load(fh).get("version")
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def read(self, dataset: str, dt: date | str, columns: list[str] | None = None) -> pd.DataFrame:
+        return self.read_table(dataset, dt, columns).to_pandas()
+
+    def read_partition(self, partition: Partition, columns: list[str] | None = None) -> pa.Table:
+        """Read exactly the pinned version; fails if that version was replaced twice since it was pinned."""
+        tables = []
+        for path in partition.files:
+            try:
+                tables.append(pq.read_table(path, columns=columns, filesystem=self.fs))
+            except FileNotFoundError:
+                raise StorageError(
+                    f"{partition.dataset} dt={partition.dt} version {partition.version} was replaced while this run "
+                    "was reading it; rerun the step") from None
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise StorageError(f"corrupt Parquet file {self.uri(path)} in {partition.dataset} "
+                                   f"dt={partition.dt}: {exc}") from exc
+        if not tables:
+            return pa.table({c: pa.array([], pa.null()) for c in columns or partition.columns})
+        return pa.concat_tables(tables, promote_options="default")
+
+    # ----- writing -----
+    def write(self, dataset: str, dt: date | str, data: pd.DataFrame | pa.Table | Iterable[pa.Table],
+              metadata: dict[str, Any] | None = None) -> WriteResult:
+        """Replace the partition atomically with ``data`` (a frame, a table, or an iterable of chunks)."""
+        return self.write_many(dt, {dataset: data}, metadata)[dataset]
+
+    def write_many(self, dt: date | str, outputs: dict[str, pd.DataFrame | pa.Table | Iterable[pa.Table]],
+                   metadata: dict[str, Any] | None = None,
+                   dataset_metadata: dict[str, dict[str, Any]] | None = None) -> dict[str, WriteResult]:
+        """Replace several partitions of ``dt``, the outputs of one step run, as one commit.
+
+        Every dataset is locked, then every dataset's files are staged, and only when all are staged
+        are the manifests published; a failure before that leaves every partition as it was.
+        ``metadata`` goes into every manifest, ``dataset_metadata[name]`` into that dataset's only.
+        """
+        day = as_date(dt)
+        names = list(outputs)  # staged in the given order: a later output may summarise an earlier one
+        with ExitStack() as locks:
+            for name in sorted(names):
+                locks.enter_context(self._lock(name, day))
+            staged: list[_Staged] = []
+            try:
+                for name in names:
+                    meta = {**(metadata or {}), **(dataset_metadata or {}).get(name, {})}
+                    staged.append(self._stage(self.partition_path(name, day), _as_chunks(outputs[name]), meta))
+            except BaseException:
+                for s in staged:
+                    s.discard(self)
+                raise
+            for i, s in enumerate(staged):
+                try:
+                    self._publish(s)
+                except BaseException:
+                    for rest in staged[i:]:
+                        rest.discard(self)
+                    raise
+        return {name: WriteResult(name, day, s.rows, self.uri(s.target)) for name, s in zip(names, staged)}
+
+    def delete(self, dataset: str, dt: date | str) -> None:
+        target = self.partition_path(dataset, dt)
+        with self._lock(dataset, as_date(dt)):
+            if self.fs.exists(target):
+                self.fs.rm(target, recursive=True)
+
+    def _write_files(self, directory: str, chunks: Iterator[pa.Table], metadata: dict[str, Any] | None,
+                     prefix: str = "") -> tuple[int, dict[str, Any]]:
+        self.fs.makedirs(directory, exist_ok=True)
+        rows, files, schema = 0, [], None
+        for i, chunk in enumerate(chunks):
+            if schema is None:
+                schema = chunk.schema
+            elif not chunk.schema.equals(schema):
+                chunk = chunk.cast(schema)
+            name = f"part-{i:05d}.parquet"
+            pq.write_table(chunk, f"{directory}/{name}", filesystem=self.fs, compression="zstd")
+            files.append(prefix + name)
+            rows += chunk.num_rows
+        manifest = {
+            "files": files,
+            "rows": rows,
+            "columns": [] if schema is None else schema.names,
+            "metadata": metadata or {},
+        }
+        return rows, manifest
+
+    def _stage(self, target: str, chunks: Iterator[pa.Table], metadata: dict[str, Any] | None) -> _Staged:
+        """Write files under a new version prefix (not yet visible: the manifest still names the old one)."""
+        version = f"v-{uuid.uuid4().hex}"
+        had_manifest = self.fs.exists(f"{target}/{MANIFEST}")
+        staged = _Staged(target, version, self._version_at(target) if had_manifest else None, had_manifest)
+        try:
+            staged.rows, staged.manifest = self._write_files(f"{target}/{version}", chunks, metadata,
+                                                             prefix=f"{version}/")
+        except BaseException:
+            staged.discard(self)
+            raise
+        staged.manifest |= {"version": version, "previous": staged.previous}
+        return staged
+
+    def _publish(self, staged: _Staged) -> None:
+        """Commit by replacing the manifest, then drop versions older than the one just replaced.
+
+        Runs under the partition lock, so anything else in the partition directory is an older version
+        or debris of a killed writer. The version just replaced is kept (for readers still on it) until
+        the next commit.
+        """
+        self._commit_manifest(staged.target, staged.manifest)
+        for entry in self.fs.ls(staged.target, detail=False):
+            leaf = entry.rstrip("/").rsplit("/", 1)[-1]
+            if leaf not in (staged.version, staged.previous, MANIFEST):
+                self.fs.rm(entry, recursive=True)
+
+    def _commit_manifest(self, target: str, manifest: dict[str, Any]) -> None:
+        """Publish the manifest atomically (local: write aside + rename; object stores: one PUT)."""
+        if not self.local:
+            _write_json(self.fs, f"{target}/{MANIFEST}", manifest)
+            return
+        tmp = f"{target}/.manifest-{uuid.uuid4().hex}.tmp"
+        _write_json(self.fs, tmp, manifest)
+        os.replace(tmp, f"{target}/{MANIFEST}")
+
+    @contextmanager
+    def _lock(self, dataset: str, day: date) -> Iterator[None]:
+        """Exclusive per-partition lock (local: O_EXCL file; S3: best-effort marker)."""
+        path = f"{self.dataset_path(dataset)}/.lock-dt={day.strftime(DATE_FMT)}"
+        holder = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+        if self.local:
+            os.makedirs(self.dataset_path(dataset), exist_ok=True)
+            self._break_stale_lock(path)
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                raise PartitionLockedError(
+                    f"{dataset} dt={day} is being written by another run ({_read_lock(path)}); "
+                    "retry when it finishes"
+                ) from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(holder, fh)
+        else:
+            if self.fs.exists(path):
+                self._break_stale_lock(path)
+            if self.fs.exists(path):
+                raise PartitionLockedError(f"{dataset} dt={day} is being written by another run; retry later")
+            _write_json(self.fs, path, holder)
+        try:
+            yield
+        finally:
+            try:
+                self.fs.rm(path)
+            except FileNotFoundError:
+                pass
+
+    def _break_stale_lock(self, path: str) -> None:
+        try:
+            with self.fs.open(path, "r") as fh:
+                since = float(json.load(fh).get("since", 0))
+        except (FileNotFoundError, ValueError, json.JSONDecodeError):
+            return
+        if time.time() - since > self.lock_stale_s or (self.local and _holder_dead(path)):
+            self.fs.rm(path)
+
+
+@dataclass
+class _Staged:
+    """A partition version written but not yet published."""
+
+    target: str
+    version: str
+    previous: str | None
+    had_manifest: bool
+    rows: int = 0
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def discard(self, storage: Storage) -> None:
+        if storage.fs.exists(f"{self.target}/{self.version}"):
+            storage.fs.rm(f"{self.target}/{self.version}", recursive=True)
+        if not self.had_manifest and storage.local and os.path.isdir(self.target) and not os.listdir(self.target):
+            os.rmdir(self.target)
+
+
+def _holder_dead(path: str) -> bool:
+    """True when a local lock names a process on this host that no longer exists (killed mid-write)."""
+    try:
+        with open(path) as fh:
+            info = json.load(fh)
+        if info.get("host") != socket.gethostname():
+            return False
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return False
+
+
+def _read_lock(path: str) -> str:
+    try:
+        with open(path) as fh:
+            info = json.load(fh)
+        return f"host {info.get('host')}, pid {info.get('pid')}"
+    except (OSError, ValueError):
+        return "unknown holder"
+
+
+def _write_json(fs: fsspec.AbstractFileSystem, path: str, payload: dict[str, Any]) -> None:
+    with fs.open(path, "w") as fh:
+        json.dump(payload, fh, indent=1, sort_keys=True, default=str)
+
+
+def _as_chunks(data: pd.DataFrame | pa.Table | Iterable[pa.Table]) -> Iterator[pa.Table]:
+    if isinstance(data, pd.DataFrame):
+        yield pa.Table.from_pandas(data, preserve_index=False)
+    elif isinstance(data, pa.Table):
+        yield data
+    else:
+        for chunk in data:
+            yield chunk if isinstance(chunk, pa.Table) else pa.Table.from_pandas(chunk, preserve_index=False)
+
+
+def storage_from_settings(settings: Any = None) -> Storage:
+    """Storage for the configured data root."""
+    if settings is None:
+        from recsys_notify.core.config import get_settings
+
+        settings = get_settings()
+    return Storage(settings.data_root, settings.storage_options)

@@ -1,0 +1,108 @@
+"""MLflow helpers: one place that points MLflow at the configured store and logs lineage.
+
+The default store is SQLite under the data root with artifacts beside it; docker-compose sets
+``RECSYS__MLFLOW_TRACKING_URI`` to its MLflow server instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from recsys_notify.core.config import Settings, get_settings
+from recsys_notify.core.inputs import Inputs
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The MLflow tracking store cannot be reached; produced data is kept and the run can be retried."""
+
+
+def configure(settings: Settings | None = None) -> str:
+    """Point MLflow at the configured tracking store and return its URI."""
+    import mlflow
+
+    settings = settings or get_settings()
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        settings.local_root().mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str, settings: Settings | None = None) -> str:
+    """Create the experiment (artifacts under the configured root) if needed; return its id."""
+    import mlflow
+
+    settings = settings or get_settings()
+    configure(settings)
+    try:
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        return mlflow.create_experiment(name, artifact_location=f"{settings.artifact_root.rstrip('/')}/{name}")
+    except Exception as exc:  # mlflow raises several transport-specific types
+        raise TrackingUnavailableError(
+            f"MLflow tracking store {settings.tracking_uri} is unavailable: {exc}. "
+            "Outputs already written are kept; retry the task once the store is back."
+        ) from exc
+
+
+@contextmanager
+def tracked_run(experiment: str, run_name: str, params: dict[str, Any] | None = None,
+                tags: dict[str, str] | None = None, settings: Settings | None = None) -> Iterator[Any]:
+    """Start an MLflow run in ``experiment`` with params and tags; yields the active run."""
+    import mlflow
+
+    exp_id = ensure_experiment(experiment, settings)
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags or {}) as run:
+        if params:
+            mlflow.log_params({k: _param(v) for k, v in params.items()})
+        yield run
+
+
+def _param(value: Any) -> Any:
+    text = value if isinstance(value, (int, float, bool)) else str(value)
+    return text[:6000] if isinstance(text, str) else text
+
+
+def log_lineage(inputs: Inputs) -> None:
+    """Record every partition the run read (``mlflow.log_input``, context = its role) and the list as JSON."""
+    import mlflow
+    import pandas as pd
+
+    records = inputs.lineage()
+    for rec in records:
+        columns = inputs[rec["role"]].dataset.columns
+        with warnings.catch_warnings():  # MLflow registers its local artifact source twice and warns on every path
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            ds = mlflow.data.from_pandas(pd.DataFrame({c: [] for c in columns}), source=rec["uri"],
+                                         name=f"{rec['dataset']}/dt={rec['dt'].replace('-', '')}",
+                                         digest=str(rec["version"] or rec["rows"])[:36])
+        mlflow.log_input(ds, context=rec["role"])
+    mlflow.log_dict({"inputs": records}, "inputs.json")
+
+
+def run_ids(run: Any) -> dict[str, str]:
+    """The run reference a step result carries (the Airflow "MLflow run" link reads it)."""
+    return {"mlflow_run_id": run.info.run_id, "mlflow_experiment_id": run.info.experiment_id}
+
+
+@contextmanager
+def logged_figure(artifact: str, nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (7, 4)
+                  ) -> Iterator[tuple[Any, Any]]:
+    """``(figure, axes)`` to draw on; logged to the active run as ``artifact`` and closed afterwards."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        mlflow.log_figure(fig, artifact)
+    finally:
+        plt.close(fig)

@@ -1,0 +1,310 @@
+"""Check everything a notification run read and turn it into dense numpy arrays (no storage here).
+
+Users and items get dense positions (sorted ids) so per-(user, item) work is integer arithmetic:
+a pair is the key ``user_pos * n_items + item_pos``. The step hands over :class:`Tables`: user
+medoids of ``dt``, one global-medoid refresh (medoids, clusters, templates, overrides of the same
+date), events of the history window ending on ``dt``, delivery logs and feedback of earlier dates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from recsys_notify.core.config import NotificationSettings, Settings
+from recsys_notify.core.datasets import ContractError
+from recsys_notify.core.embeddings import l2_normalize
+from recsys_notify.global_medoids.overrides import active
+
+# the columns each input is read with (checked against its manifest when read)
+COLUMNS = {
+    "user_medoids": ["user_id", "item_id", "cluster_id", "importance", "rank"],
+    "global_medoids": ["cluster_id", "language", "item_id", "vector", "source"],
+    "global_clusters": ["item_id", "cluster_id", "distance"],
+    "templates": ["cluster_id", "language", "template_id", "title", "body", "source", "keywords"],
+    "overrides": ["override_id", "item_id", "action", "expires", "revoked_dt"],
+    "items": ["item_id", "creator_id", "language", "duration_s", "created_ts", "caption"],
+    "users": ["user_id", "language"],
+    "delivery_log": ["user_id", "item_id", "holdout"],
+    "delivery_feedback": ["user_id", "item_id", "engaged"],
+}
+ANY_LANGUAGE = "*"
+
+
+@dataclass
+class Tables:
+    """What the step read for one run; ``events`` and the logs are (days before dt, table) per partition."""
+
+    user_medoids: pd.DataFrame
+    global_medoids: pd.DataFrame
+    global_clusters: pd.DataFrame
+    templates: pd.DataFrame
+    overrides: pd.DataFrame | None
+    items: pd.DataFrame
+    vectors: tuple[np.ndarray, np.ndarray]  # (item ids, matrix) of the configured embedding source
+    users: pd.DataFrame
+    events: list[tuple[int, pa.Table]]
+    delivery_log: list[tuple[int, pd.DataFrame]]
+    delivery_feedback: list[pd.DataFrame]
+
+
+def event_columns(age: int, cfg: NotificationSettings) -> list[str]:
+    """Columns an events partition ``age`` days before the run date is read with."""
+    recent = ["completion", "liked", "shared"] if age < cfg.popularity_days else []
+    return ["user_id", "item_id", *recent, *(["ts"] if age == 0 else [])]
+
+
+@dataclass
+class Catalogue:
+    """Items known on the run date, by dense position (ascending item id)."""
+
+    item_ids: np.ndarray
+    lang: np.ndarray  # int16 code into ``languages``
+    languages: list[str]
+    vectors: np.ndarray  # l2-normalised, trimmed; zero row when an item has no vector
+    age_days: np.ndarray
+    pop: np.ndarray  # recent positive engagements
+    prior: np.ndarray  # log(2 + pop) * freshness: the item part of the transparent score
+    frame: pd.DataFrame  # item fields for templates (caption, creator_id, ...)
+    index: IdIndex
+
+    def positions(self, ids: pd.Series | np.ndarray, what: str) -> np.ndarray:
+        """Dense positions of ``ids``; an id the catalogue does not know is an error naming ``what``."""
+        pos, found = self.index.find(ids)
+        if not found.all():
+            bad = np.asarray(ids, dtype=np.int64)[~found]
+            raise ContractError(f"{what}: {len(bad)} item id(s) not in items on the run date, e.g. {bad[0]}")
+        return pos
+
+
+@dataclass
+class Arrays:
+    dt: date
+    catalogue: Catalogue
+    user_ids: np.ndarray  # sorted
+    user_lang: np.ndarray  # code into catalogue.languages, -1 = none/unknown (any language)
+    seeds: pd.DataFrame  # user_pos, item_pos, weight, kind ('medoid'|'short_term'), sorted by user_pos
+    cluster_ids: np.ndarray  # global clusters by position
+    cluster_vectors: np.ndarray  # (C, d) normalised
+    cluster_reps: pd.DataFrame  # cluster_pos, item_pos (global medoid representatives)
+    item_cluster: np.ndarray  # cluster position per item (-1 unknown), from global_clusters
+    members: pd.DataFrame  # cluster_pos, item_pos (cluster members from global_clusters)
+    templates: pd.DataFrame
+    excluded: np.ndarray  # sorted unique pair keys the user must not get (watched, sent, unengaged)
+    allowed: np.ndarray  # bool per item: not blocked
+    sent_counts: np.ndarray  # per user: notifications sent within the frequency-cap window
+    yesterday_sent: pd.DataFrame  # delivery log of dt-1 (for engagement feedback)
+    today_watched: np.ndarray  # sorted pair keys of any interaction on dt
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.catalogue.item_ids)
+
+    def keys(self, user_pos: np.ndarray, item_pos: np.ndarray) -> np.ndarray:
+        return user_pos.astype(np.int64) * self.n_items + item_pos
+
+
+def unique_sorted(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (sort-based: much faster than ``np.unique``'s hashing on large int64)."""
+    values = np.sort(values)
+    if len(values) < 2:
+        return values
+    return values[np.concatenate(([True], values[1:] != values[:-1]))]
+
+
+class IdIndex:
+    """Dense positions of sorted ids: a direct table when ids are dense enough, else binary search."""
+
+    def __init__(self, sorted_ids: np.ndarray):
+        self.ids = sorted_ids
+        self.table: np.ndarray | None = None
+        if len(sorted_ids):
+            self.lo, span = int(sorted_ids[0]), int(sorted_ids[-1] - sorted_ids[0]) + 1
+            if span <= 16 * len(sorted_ids) + 1_000_000:
+                self.table = np.full(span, -1, dtype=np.int64)
+                self.table[sorted_ids - self.lo] = np.arange(len(sorted_ids))
+
+    def find(self, values: np.ndarray | pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of ``values`` (0 where absent) and whether each was found."""
+        values = np.asarray(values, dtype=np.int64)
+        if len(self.ids) == 0:
+            return np.zeros(len(values), np.int64), np.zeros(len(values), bool)
+        if self.table is not None:
+            inside = (values >= self.lo) & (values < self.lo + len(self.table))
+            pos = np.where(inside, self.table[np.where(inside, values - self.lo, 0)], -1)
+            return np.maximum(pos, 0), pos >= 0
+        pos = np.searchsorted(self.ids, values).clip(max=len(self.ids) - 1)
+        return pos, self.ids[pos] == values
+
+
+@dataclass
+class Events:
+    """Events of the window with known users and items, as arrays."""
+
+    user: np.ndarray
+    item: np.ndarray
+    age: np.ndarray  # whole days before dt (0 = dt)
+    ts: np.ndarray  # int64 microseconds (on dt only; 0 on earlier days)
+    positive: np.ndarray
+
+
+def events_arrays(tables: list[tuple[int, pa.Table]], cfg: NotificationSettings, users: IdIndex,
+                  items: IdIndex) -> Events:
+    """The window's events straight from Arrow (known users and items only)."""
+    parts = []
+    for age, t in tables:
+        u, u_ok = users.find(t.column("user_id").to_numpy())
+        i, i_ok = items.find(t.column("item_id").to_numpy())
+        ok = u_ok & i_ok
+        n = int(ok.sum())
+        pos = np.zeros(n, bool)
+        if "completion" in t.column_names:
+            pos = ((t.column("completion").to_numpy() > cfg.positive_completion)
+                   | t.column("liked").to_numpy(zero_copy_only=False)
+                   | t.column("shared").to_numpy(zero_copy_only=False))[ok]
+        ts = (t.column("ts").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()[ok] if age == 0
+              else np.zeros(n, np.int64))
+        parts.append(Events(u[ok], i[ok], np.full(n, age, np.int16), ts, pos))
+    return Events(*(np.concatenate([getattr(e, f) for e in parts]) for f in Events.__dataclass_fields__))
+
+
+def _catalogue(items: pd.DataFrame, vectors_of: tuple[np.ndarray, np.ndarray], dt: date) -> Catalogue:
+    items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
+    ids = items["item_id"].to_numpy(np.int64)
+    languages = sorted(items["language"].astype(str).unique())
+    lang = pd.Categorical(items["language"].astype(str), categories=languages).codes.astype(np.int16)
+    vid, vec = vectors_of
+    vectors = np.zeros((len(ids), vec.shape[1]), dtype=np.float32)
+    index = IdIndex(ids)
+    pos, ok = index.find(vid)
+    vectors[pos[ok]] = l2_normalize(vec[ok])
+    end = pd.Timestamp(dt + timedelta(days=1), tz="UTC")
+    age = ((end - items["created_ts"]).dt.total_seconds().to_numpy() / 86_400).clip(min=0)
+    zeros = np.zeros(len(ids))
+    return Catalogue(ids, lang, languages, vectors, age, zeros, zeros, items, index)
+
+
+def _set_popularity(cat: Catalogue, events: Events, cfg: NotificationSettings) -> None:
+    """Popularity = positive interactions in the last ``popularity_days``; prior = log(2 + pop) x freshness."""
+    recent = events.positive & (events.age < cfg.popularity_days)
+    cat.pop = np.bincount(events.item[recent], minlength=len(cat.item_ids)).astype(np.float64)
+    cat.prior = np.log(2.0 + cat.pop) * (1.0 + cfg.freshness_boost * np.exp(-cat.age_days / cfg.freshness_days))
+
+
+def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
+    """The dense arrays selection, ranking and evaluation use."""
+    cfg = settings.notifications
+    medoids, gm, gc, templates = tables.user_medoids, tables.global_medoids, tables.global_clusters, tables.templates
+    blocked = np.zeros(0, dtype=np.int64)
+    if tables.overrides is not None:
+        live = active(tables.overrides, dt)
+        blocked = live.loc[live["action"] == "block", "item_id"].dropna().to_numpy(np.int64)
+
+    cat = _catalogue(tables.items, tables.vectors, dt)
+    users = tables.users
+    user_ids = unique_sorted(np.concatenate([users["user_id"].to_numpy(np.int64),
+                                             medoids["user_id"].to_numpy(np.int64)]))
+    user_lang_str = np.full(len(user_ids), None, dtype=object)
+    uindex = IdIndex(user_ids)
+    user_lang_str[uindex.find(users["user_id"])[0]] = users["language"].astype(str).to_numpy()
+    # a user's language that no item has means "no language filter" (-1), like a missing one
+    user_lang = pd.Categorical(user_lang_str, categories=cat.languages).codes.astype(np.int16)
+    events = events_arrays(tables.events, cfg, uindex, cat.index)
+    _set_popularity(cat, events, cfg)
+
+    # seeds: long-term medoids (importance normalised per user) + optional short-term positives of dt
+    imp = medoids["importance"].to_numpy(np.float64)
+    if not np.isfinite(imp).all():
+        raise ContractError("user_medoids: importance has NaN or inf values")
+    m_user = uindex.find(medoids["user_id"])[0]
+    top = pd.Series(imp).groupby(m_user).transform("max").to_numpy()
+    seeds = [pd.DataFrame({"user_pos": m_user, "item_pos": cat.positions(medoids["item_id"], "user_medoids"),
+                           "weight": np.where(top > 0, imp / np.where(top > 0, top, 1), 1.0), "kind": "medoid"})]
+
+    n_items = len(cat.item_ids)
+    keys = events.user.astype(np.int64) * n_items + events.item
+    watched = unique_sorted(keys[events.age < cfg.history_days])
+    on_dt = events.age == 0
+    today_watched = unique_sorted(keys[on_dt])
+    today = on_dt & events.positive
+    if cfg.short_term_enabled and cfg.short_term_weight > 0 and today.any():
+        recent = pd.DataFrame({"user_pos": events.user[today], "item_pos": events.item[today], "ts": events.ts[today]})
+        recent = (recent.sort_values(["user_pos", "ts", "item_pos"], ascending=[True, False, True])
+                  .drop_duplicates(["user_pos", "item_pos"]).groupby("user_pos").head(cfg.short_term_items))
+        seeds.append(pd.DataFrame({"user_pos": recent["user_pos"].to_numpy(), "item_pos": recent["item_pos"].to_numpy(),
+                                   "weight": cfg.short_term_weight, "kind": "short_term"}))
+    seeds_df = pd.concat(seeds, ignore_index=True)
+    seeds_df = seeds_df.iloc[np.lexsort((seeds_df["item_pos"].to_numpy(), (seeds_df["kind"] == "short_term").to_numpy(),
+                                         seeds_df["user_pos"].to_numpy()))]
+    no_vector = ~cat.vectors[seeds_df["item_pos"].to_numpy()].any(axis=1)
+    seeds_df = seeds_df[~no_vector].reset_index(drop=True)
+
+    # delivery history (earlier dates only, so a rerun of dt never sees its own output)
+    sent_keys, sent_counts = [], np.zeros(len(user_ids), dtype=np.int64)
+    yesterday = pd.DataFrame(columns=["user_id", "item_id"])
+    for age, log in tables.delivery_log:
+        log = log[~log["holdout"].astype(bool)]
+        lu, u_ok = uindex.find(log["user_id"])
+        li, i_ok = cat.index.find(log["item_id"])
+        log, lu, li = log[u_ok & i_ok], lu[u_ok & i_ok], li[u_ok & i_ok]
+        if age <= cfg.sent_lookback_days:
+            sent_keys.append(lu.astype(np.int64) * n_items + li)
+        if age < cfg.max_per_user_days:
+            sent_counts += np.bincount(lu, minlength=len(user_ids))
+        if age == 1:
+            yesterday = log[["user_id", "item_id"]]
+    unengaged = _unengaged_keys(tables.delivery_feedback, uindex, cat.index)
+    excluded = unique_sorted(np.concatenate([watched, *sent_keys, unengaged]))
+
+    allowed = ~np.isin(cat.item_ids, blocked)
+    clusters = _clusters(gm, gc, cat, settings)
+    counts = {"users": len(user_ids), "items": n_items, "user_medoid_rows": len(medoids),
+              "users_with_seeds": int(seeds_df["user_pos"].nunique()), "blocked_items": int((~allowed).sum()),
+              "history_events": int((events.age < cfg.history_days).sum())}
+    return Arrays(dt, cat, user_ids, user_lang, seeds_df, *clusters, templates, excluded, allowed, sent_counts,
+                  yesterday, today_watched, counts)
+
+
+def _unengaged_keys(feedback: list[pd.DataFrame], users: IdIndex, items: IdIndex) -> np.ndarray:
+    """Pairs sent earlier (within the lookback) that the user did not touch the next day."""
+    keys = []
+    for fb in feedback:
+        fb = fb[~fb["engaged"].astype(bool)]
+        u, u_ok = users.find(fb["user_id"])
+        i, i_ok = items.find(fb["item_id"])
+        keys.append(u[u_ok & i_ok].astype(np.int64) * len(items.ids) + i[u_ok & i_ok])
+    return np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+
+
+def _clusters(gm: pd.DataFrame, gc: pd.DataFrame, cat: Catalogue, settings: Settings):
+    """Cluster vectors (one per cluster, the ``*`` row first), representatives, members, item -> cluster."""
+    if gm.empty:
+        raise ContractError("global_medoids: partition has no rows")
+    gm = gm.assign(_any=(gm["language"].astype(str) != ANY_LANGUAGE)).sort_values(["cluster_id", "_any", "language"])
+    first = gm.drop_duplicates("cluster_id")
+    cluster_ids = first["cluster_id"].to_numpy(np.int64)
+    try:
+        vectors = np.stack(first["vector"].to_numpy()).astype(np.float32)
+    except ValueError as exc:
+        raise ContractError(f"global_medoids: vectors have different lengths ({exc})") from None
+    dim = cat.vectors.shape[1]
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ContractError(f"global_medoids: vector length {vectors.shape[-1]} != item vector length {dim} "
+                            f"(embedding.trimmed_dim={settings.embedding.trimmed_dim}, "
+                            f"source={settings.embedding.source})")
+    if not np.isfinite(vectors).all():
+        raise ContractError("global_medoids: vector has NaN or inf values")
+    reps = pd.DataFrame({"cluster_pos": np.searchsorted(cluster_ids, gm["cluster_id"].to_numpy(np.int64)),
+                         "item_pos": cat.positions(gm["item_id"], "global_medoids")}).drop_duplicates()
+    gc = gc[np.isin(gc["cluster_id"].to_numpy(np.int64), cluster_ids)]
+    members = pd.DataFrame({"cluster_pos": np.searchsorted(cluster_ids, gc["cluster_id"].to_numpy(np.int64)),
+                            "item_pos": cat.positions(gc["item_id"], "global_clusters")}).drop_duplicates("item_pos")
+    item_cluster = np.full(len(cat.item_ids), -1, dtype=np.int64)
+    item_cluster[members["item_pos"].to_numpy()] = members["cluster_pos"].to_numpy()
+    item_cluster[reps["item_pos"].to_numpy()] = reps["cluster_pos"].to_numpy()
+    return cluster_ids, l2_normalize(vectors), reps, item_cluster, members

@@ -1,0 +1,183 @@
+"""Candidate sources: global-medoid neighbours of a user's seeds, and the fallbacks.
+
+Retrieval is done once per distinct (seed item, language) and shared by every user with that
+seed, so the per-user work is only an expansion of precomputed lists:
+
+* ``global_medoid`` / ``cluster_member`` / ``short_term``: a seed's ``k_neighbours`` nearest global
+  clusters (faiss inner product on normalised vectors) -> each cluster's representatives and its
+  most popular members in the user's language; similarity = seed-to-cluster cosine.
+* fallbacks for users left with too few candidates: ``more_global_medoids`` (cluster ranks
+  ``k_neighbours..more_neighbours``), ``cold_start`` (newest items nearest the seed) and ``popular``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from recsys_notify.core.config import NotificationSettings
+from recsys_notify.notifications.arrays import Arrays
+
+SOURCES = ("global_medoid", "cluster_member", "short_term", "more_global_medoids", "cold_start", "popular")
+SRC = {name: np.int8(i) for i, name in enumerate(SOURCES)}
+
+
+@dataclass
+class Rows:
+    """Candidate rows of one shard: one per (user, item, seed) edge."""
+
+    user: np.ndarray
+    item: np.ndarray
+    sim: np.ndarray  # similarity that retrieved it (seed weight applied), 0 for popular without seeds
+    seed: np.ndarray  # seed item position, -1 when none
+    cluster: np.ndarray  # global cluster position, -1 when unknown
+    source: np.ndarray  # int8 code into SOURCES
+
+    def take(self, idx: np.ndarray) -> Rows:
+        return Rows(*(getattr(self, f.name)[idx] for f in fields(self)))
+
+    @staticmethod
+    def concat(parts: list[Rows]) -> Rows:
+        return Rows(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Rows)))
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+
+@dataclass
+class Lists:
+    """Top ``P`` candidates per query row (a distinct seed item in a language slot); item -1 pads."""
+
+    item: np.ndarray
+    sim: np.ndarray
+    cluster: np.ndarray
+    is_rep: np.ndarray
+
+
+class CandidateIndex:
+    """Faiss index over global cluster vectors plus per-cluster item lists by language."""
+
+    def __init__(self, inputs: Arrays, cfg: NotificationSettings):
+        self.inputs, self.cfg = inputs, cfg
+        cat = inputs.catalogue
+        self.any_slot = len(cat.languages)  # language slot used by users without a language
+        self.index = faiss.IndexFlatIP(inputs.cluster_vectors.shape[1])
+        self.index.add(inputs.cluster_vectors)
+        self.k_all = min(max(cfg.k_neighbours, cfg.more_neighbours), len(inputs.cluster_ids))
+        self.items, self.is_rep = self._cluster_items()
+        self.popular = self._popular()
+
+    def _cluster_items(self) -> tuple[np.ndarray, np.ndarray]:
+        """(clusters, language slots + any, m) item positions: representatives and top members by prior."""
+        inp, m = self.inputs, self.cfg.items_per_cluster
+        cat = inp.catalogue
+        table = pd.concat([inp.cluster_reps.assign(rep=True), inp.members.assign(rep=False)])
+        table = table.drop_duplicates(["cluster_pos", "item_pos"])
+        table = table[inp.allowed[table["item_pos"].to_numpy()]]
+        table = table.assign(prior=cat.prior[table["item_pos"].to_numpy()],
+                             slot=cat.lang[table["item_pos"].to_numpy()].astype(np.int64))
+        both = pd.concat([table, table.assign(slot=self.any_slot)])
+        both = both.sort_values(["cluster_pos", "slot", "prior", "item_pos"], ascending=[True, True, False, True])
+        both = both.assign(r=both.groupby(["cluster_pos", "slot"]).cumcount())
+        both = both[both["r"] < m]
+        items = np.full((len(inp.cluster_ids), self.any_slot + 1, m), -1, dtype=np.int64)
+        is_rep = np.zeros(items.shape, dtype=bool)
+        where = (both["cluster_pos"].to_numpy(), both["slot"].to_numpy(), both["r"].to_numpy())
+        items[where] = both["item_pos"].to_numpy()
+        is_rep[where] = both["rep"].to_numpy(bool)
+        return items, is_rep
+
+    def _popular(self) -> np.ndarray:
+        """(language slots + any, popular_k) most positively engaged allowed items, -1 padded."""
+        cat, k = self.inputs.catalogue, self.cfg.popular_k
+        out = np.full((self.any_slot + 1, k), -1, dtype=np.int64)
+        order = np.lexsort((np.arange(len(cat.pop)), -cat.prior, -cat.pop))
+        order = order[self.inputs.allowed[order]]
+        for slot in range(self.any_slot + 1):
+            pick = order if slot == self.any_slot else order[cat.lang[order] == slot]
+            out[slot, :min(k, len(pick))] = pick[:k]
+        return out
+
+    def slot(self, user_lang: np.ndarray) -> np.ndarray:
+        return np.where(user_lang < 0, self.any_slot, user_lang).astype(np.int64)
+
+    def neighbours(self, seed_items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest clusters (positions, similarities) for distinct seed items (sorted)."""
+        vec = self.inputs.catalogue.vectors[seed_items]
+        sims, idx = self.index.search(np.ascontiguousarray(vec), self.k_all)
+        return idx, sims
+
+    def lists(self, seed_pos: np.ndarray, slot: np.ndarray, knn: tuple[np.ndarray, np.ndarray],
+              ranks: slice) -> Lists:
+        """Candidate lists for (seed, slot) rows from the clusters at ``ranks`` of each seed's neighbours."""
+        idx, sims = knn
+        c = idx[seed_pos, ranks]  # (Q, k')
+        s = sims[seed_pos, ranks]
+        valid_c = c >= 0
+        c = np.where(valid_c, c, 0)
+        items = self.items[c, slot[:, None]]  # (Q, k', m)
+        rep = self.is_rep[c, slot[:, None]]
+        items = np.where(valid_c[..., None], items, -1)
+        q, k, m = items.shape
+        items = items.reshape(q, k * m)
+        sim = np.repeat(s, m, axis=1)
+        clus = np.repeat(c, m, axis=1)
+        rep = rep.reshape(q, k * m)
+        prior = np.where(items >= 0, self.inputs.catalogue.prior[np.maximum(items, 0)], -np.inf)
+        score = np.where(items >= 0, np.maximum(sim, 1e-3) * prior, -np.inf)
+        p = min(self.cfg.candidates_per_seed, k * m)
+        top = np.argpartition(-score, p - 1, axis=1)[:, :p] if p < k * m else np.broadcast_to(np.arange(p), score.shape)
+        order = np.argsort(-np.take_along_axis(score, top, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        take = lambda a: np.take_along_axis(a, top, axis=1)  # noqa: E731
+        return Lists(take(items), take(sim).astype(np.float32), take(clus), take(rep))
+
+    def cold_start(self, seed_items: np.ndarray, slot: np.ndarray) -> Lists:
+        """Newest items (created within ``cold_start_days``) nearest each (seed, slot), per language."""
+        cat, k = self.inputs.catalogue, self.cfg.cold_start_k
+        fresh = np.flatnonzero((cat.age_days < self.cfg.cold_start_days) & self.inputs.allowed
+                               & cat.vectors.any(axis=1))
+        out = Lists(np.full((len(seed_items), k), -1, np.int64), np.zeros((len(seed_items), k), np.float32),
+                    np.full((len(seed_items), k), -1, np.int64), np.zeros((len(seed_items), k), bool))
+        for s in np.unique(slot):
+            pool = fresh if s == self.any_slot else fresh[cat.lang[fresh] == s]
+            rows = np.flatnonzero(slot == s)
+            if len(pool) == 0 or len(rows) == 0:
+                continue
+            index = faiss.IndexFlatIP(cat.vectors.shape[1])
+            index.add(cat.vectors[pool])
+            sims, idx = index.search(np.ascontiguousarray(cat.vectors[seed_items[rows]]), min(k, len(pool)))
+            out.item[rows, :idx.shape[1]] = np.where(idx >= 0, pool[np.maximum(idx, 0)], -1)
+            out.sim[rows, :idx.shape[1]] = sims
+        return out
+
+
+def expand(user: np.ndarray, seed_item: np.ndarray, weight: np.ndarray, lists: Lists, q: np.ndarray,
+           source: np.ndarray) -> Rows:
+    """One row per (seed row, list entry); ``source`` has the shape of ``lists.item[q]``."""
+    p = lists.item.shape[1]
+    item = lists.item[q].ravel()
+    keep = item >= 0
+    return Rows(np.repeat(user, p)[keep], item[keep],
+                (lists.sim[q] * weight[:, None]).ravel()[keep].astype(np.float32),
+                np.repeat(seed_item, p)[keep], lists.cluster[q].ravel()[keep], source.ravel()[keep])
+
+
+def rep_source(lists: Lists, q: np.ndarray, short_term: np.ndarray) -> np.ndarray:
+    """Per entry source for long-term lists: representative, member, or short-term seed."""
+    src = np.where(lists.is_rep[q], SRC["global_medoid"], SRC["cluster_member"]).astype(np.int8)
+    return np.where(short_term[:, None], SRC["short_term"], src)
+
+
+def popular_rows(users: np.ndarray, slots: np.ndarray, popular: np.ndarray) -> Rows:
+    """Every user crossed with the popular list of their language."""
+    k = popular.shape[1]
+    item = popular[slots].ravel()
+    keep = item >= 0
+    n = len(item)
+    return Rows(np.repeat(users, k)[keep], item[keep], np.zeros(n, np.float32)[keep],
+                np.full(n, -1, np.int64)[keep], np.full(n, -1, np.int64)[keep],
+                np.full(n, SRC["popular"], np.int8)[keep])

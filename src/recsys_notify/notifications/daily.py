@@ -1,0 +1,100 @@
+"""One day's notifications from the dense arrays (pure): who is eligible, what each gets, the rows to write.
+
+``outbox`` holds the messages (holdout rows flagged), ``delivery_log`` one row per user and date,
+``delivery_feedback`` whether the previous day's notified items were watched on the run date.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys_notify.core.config import Settings
+from recsys_notify.notifications.arrays import Arrays
+from recsys_notify.notifications.candidates import SOURCES, CandidateIndex
+from recsys_notify.notifications.delivery import OUTBOX_COLUMNS, delivery_log, feedback, pick_templates, render_messages
+from recsys_notify.notifications.eligibility import holdout
+from recsys_notify.notifications.evaluation import resolve_clusters
+from recsys_notify.notifications.select import Choice, choose, in_sorted
+
+
+@dataclass
+class Day:
+    """The three outputs of a run, its counts, and the candidate index (evaluation reuses it)."""
+
+    outbox: pd.DataFrame
+    delivery_log: pd.DataFrame
+    feedback: pd.DataFrame
+    stats: dict[str, Any]
+    index: CandidateIndex
+
+
+def notify(inputs: Arrays, settings: Settings, ranker: Any, version: str) -> Day:
+    """Choose and render one message per eligible user; ``ranker`` None ranks with the transparent score."""
+    cfg = settings.notifications
+    n = len(inputs.user_ids)
+    medoid_seeds = inputs.seeds.loc[inputs.seeds["kind"] == "medoid", "user_pos"].to_numpy()
+    has_medoids = np.bincount(medoid_seeds, minlength=n) > 0
+    capped = inputs.sent_counts >= cfg.frequency_cap
+    target = ~capped & (has_medoids | (cfg.no_medoid_policy == "popular"))
+    choice, ci = choose(inputs, cfg, target, ranker)
+    choice.cluster = resolve_clusters(inputs, ci, choice.item, choice.cluster)
+
+    outbox = build_outbox(inputs, choice, holdout(inputs.user_ids, cfg.holdout_percent, cfg.seed),
+                          version, ranker is not None, settings)
+    sent = inputs.yesterday_sent
+    engaged = in_sorted(inputs.keys(np.searchsorted(inputs.user_ids, sent["user_id"].to_numpy(np.int64)),
+                                    np.searchsorted(inputs.catalogue.item_ids, sent["item_id"].to_numpy(np.int64))),
+                        inputs.today_watched) if len(sent) else np.zeros(0, bool)
+    stats = {
+        "model_version": version, **inputs.counts,
+        "eligible_users": int(target.sum()), "capped_users": int(capped.sum()),
+        "users_without_medoids": int((~has_medoids).sum()),
+        "no_candidate_users": int(target.sum() - len(choice.user)),
+        "notifications": int((~outbox["holdout"]).sum()), "holdout": int(outbox["holdout"].sum()),
+        "sources": {SOURCES[k]: v for k, v in sorted(Counter(choice.source.tolist()).items())},
+        "median_candidates": float(np.median(choice.candidates)) if len(choice.candidates) else 0.0,
+    }
+    return Day(outbox, delivery_log(outbox), feedback(sent, engaged, inputs.dt - timedelta(days=1)), stats, ci)
+
+
+def build_outbox(inputs: Arrays, choice: Choice, held_out: np.ndarray, version: str, champion: bool,
+                 settings: Settings) -> pd.DataFrame:
+    cfg, cat = settings.notifications, inputs.catalogue
+    item_ids = cat.item_ids[choice.item]
+    cluster_ids = np.where(choice.cluster >= 0, inputs.cluster_ids[np.maximum(choice.cluster, 0)], -1)
+    user_ids = inputs.user_ids[choice.user]
+    lang = np.array(cat.languages + [None], dtype=object)[np.where(inputs.user_lang[choice.user] < 0, -1,
+                                                                     inputs.user_lang[choice.user])]
+    frame = pd.DataFrame({"user_id": user_ids, "item_id": item_ids, "cluster_id": cluster_ids})
+    template_pos, templates = pick_templates(inputs.templates, user_ids, cluster_ids, lang, cfg.seed)
+    frame = pd.concat([frame, render_messages(template_pos, templates, item_ids, cluster_ids, cat.frame)], axis=1)
+    frame["date"] = inputs.dt
+    frame["language"] = lang
+    frame["thumbnail"] = [cfg.thumbnail_uri.format(item_id=i) for i in item_ids]
+    frame["score"] = choice.score.astype(np.float64)
+    frame["source"] = np.array(SOURCES)[choice.source]
+    frame["model_version"] = version
+    frame["reason"] = reasons(inputs, choice, cluster_ids, champion, version)
+    frame["holdout"] = held_out[choice.user]
+    return frame[OUTBOX_COLUMNS]  # choices come in user-position order, i.e. ascending user_id
+
+
+def reasons(inputs: Arrays, choice: Choice, cluster_ids: np.ndarray, champion: bool, version: str) -> list[str]:
+    """Human-readable why: source, seed item and similarity, popularity and age (and the model when used)."""
+    cat = inputs.catalogue
+    seeds = np.where(choice.seed >= 0, cat.item_ids[np.maximum(choice.seed, 0)], -1)
+    pop, age = cat.pop[choice.item], cat.age_days[choice.item]
+    head = f"{version} score; " if champion else ""
+    return [
+        f"{head}{SOURCES[s]}: cluster {c}"
+        + (f", similarity {sim:.2f} to item {seed}" if seed >= 0 else "")
+        + f", {p:.0f} recent positive views, {a:.1f} days old"
+        for s, c, sim, seed, p, a in zip(choice.source.tolist(), cluster_ids.tolist(), choice.sim.tolist(),
+                                         seeds.tolist(), pop.tolist(), age.tolist())
+    ]

@@ -1,5 +1,0 @@
-"""Daily personalised notifications: candidates, filters, fallbacks, ranking, templates, outbox."""
-
-from recsys_notify.notify.step import notify
-
-__all__ = ["notify"]

@@ -1,0 +1,150 @@
+"""The user_medoids step, sharded by a stable hash of the user id.
+
+:func:`run_part` computes one shard (:mod:`recsys_notify.user_medoids.medoids`) and commits that
+shard's partial dataset, so shards run on different Celery workers; :func:`finish` commits the
+``user_medoids`` partition once from every shard and logs the MLflow run; :func:`run` does all of it
+in one process (the CLI).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys_notify.core import tracking
+from recsys_notify.core.config import Settings
+from recsys_notify.core.datasets import EVENTS, TRUTH_ITEMS, TRUTH_USERS, USER_MEDOIDS, user_medoid_shard
+from recsys_notify.core.embeddings import VECTORS, item_vectors, l2_normalize, vectors_request
+from recsys_notify.core.inputs import Inputs, as_of, day, resolve, window
+from recsys_notify.core.interaction_weights import EVENT_COLUMNS, weigh_interactions
+from recsys_notify.core.step import StepResult, parse_params
+from recsys_notify.core.storage import Storage
+from recsys_notify.user_medoids import evaluation
+from recsys_notify.user_medoids.medoids import SIZE_BINS, MedoidStats, compute_medoids, shard_of
+
+NAME = "user_medoids"
+EVAL_USERS = 20_000  # users in the synthetic-truth coverage check
+
+
+def _settings(settings: Settings, params: dict[str, Any] | None) -> Settings:
+    return parse_params(settings, NAME, params)[0]
+
+
+def run_params(settings: Settings) -> dict[str, Any]:
+    """What a shard's output depends on (every shard of one date must agree)."""
+    return {**settings.user_medoids.model_dump(exclude={"shards"}), "embedding_source": settings.embedding.source,
+            "trimmed_dim": settings.embedding.trimmed_dim,
+            "interaction_weights": settings.interaction_weights.model_dump()}
+
+
+def parts(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None = None) -> list[int]:
+    return list(range(_settings(settings, params).user_medoids.shards))
+
+
+def shard_inputs(interactions: pd.DataFrame, inputs: Inputs, settings: Settings) -> np.ndarray:
+    """Unit item vectors aligned with ``interactions``' rows."""
+    if len(interactions) == 0:
+        return np.zeros((0, settings.embedding.trimmed_dim), dtype=np.float32)
+    items = np.unique(interactions["item_id"].to_numpy())
+    ids, matrix = item_vectors(inputs, settings.embedding.source, settings.embedding.trimmed_dim, item_ids=items)
+    return l2_normalize(matrix)[np.searchsorted(ids, interactions["item_id"].to_numpy())]  # ids == sorted items
+
+
+def run_part(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None, shard: int
+             ) -> dict[str, Any]:
+    """Compute one shard's medoids and commit them to the shard's dataset for ``dt``."""
+    settings = _settings(settings, params)
+    shards = settings.user_medoids.shards
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} out of range 0..{shards - 1}")
+    inputs = resolve(storage, {"events": window(EVENTS, dt, settings.user_medoids.window_days),
+                               VECTORS: vectors_request(settings.embedding.source, dt)})
+    events = inputs.frame("events", EVENT_COLUMNS)
+    events = events[shard_of(events["user_id"].to_numpy(), shards) == shard]
+    interactions = weigh_interactions(events, settings.interaction_weights)
+    X = shard_inputs(interactions, inputs, settings)
+    medoids, stats = compute_medoids(interactions, X, dt, settings.user_medoids)
+    meta = {"stats": stats.__dict__, "params": run_params(settings), "shard": shard, "shards": shards,
+            "inputs": inputs.lineage()}
+    storage.write(user_medoid_shard(shard, shards).name, dt, medoids, metadata=meta)
+    return {"shard": shard, "shards": shards, "users": stats.users, "medoids": stats.medoids}
+
+
+def finish(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None = None,
+           part_results: list[dict[str, Any]] | None = None) -> StepResult:
+    """Commit ``user_medoids`` for ``dt`` from all shard outputs (one atomic write) and log the MLflow run."""
+    import mlflow
+
+    settings = _settings(settings, params)
+    shards = settings.user_medoids.shards
+    inputs = resolve(storage, {
+        **{f"shard_{s}": day(user_medoid_shard(s, shards), dt) for s in range(shards)},
+        "events": window(EVENTS, dt, settings.user_medoids.window_days),
+        "truth_users": as_of(TRUTH_USERS, dt, required=False), "truth_items": as_of(TRUTH_ITEMS, dt, required=False),
+    })
+    expected = run_params(settings)
+    stats = MedoidStats()
+    for s in range(shards):
+        meta = inputs[f"shard_{s}"].partitions[0].metadata
+        if meta.get("params") != expected:
+            raise ValueError(f"shard {s} of {dt} was computed with other parameters than this run; rerun all shards")
+        stats = stats.add(MedoidStats(**meta["stats"]))
+    frames = [inputs.frame(f"shard_{s}") for s in range(shards)]
+    medoids = pd.concat(frames, ignore_index=True).sort_values(["user_id", "rank"]).reset_index(drop=True)
+    medoids = medoids.astype({"user_id": "int64", "item_id": "int64", "cluster_id": "int64",
+                              "cluster_size": "int64", "rank": "int64"})
+    with tracking.tracked_run(NAME, f"{NAME} {dt}", params={**expected, "shards": shards, "date": dt},
+                              tags={"dt": dt.isoformat(), "step": NAME}, settings=settings) as active:
+        written = storage.write(USER_MEDOIDS.name, dt, medoids,
+                                metadata={"stats": stats.__dict__, "params": expected, "shards": shards})
+        tracking.log_lineage(inputs)
+        metrics = _metrics(medoids, stats)
+        if inputs["truth_users"].partitions:
+            metrics.update({f"eval_{k}": v for k, v in _evaluate(inputs, medoids, settings).items()})
+        mlflow.log_metrics(metrics)
+        _size_plot(stats)
+    summary = {**{k: v for k, v in stats.__dict__.items() if k != "size_hist"},
+               **{k: v for k, v in metrics.items() if k.startswith("eval_")}}
+    return StepResult(NAME, dt, {USER_MEDOIDS.name: written.rows}, summary, inputs.summary(),
+                      **tracking.run_ids(active))
+
+
+def run(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None = None) -> StepResult:
+    """Every shard then the combined partition, in this process (the DAG maps shards over workers)."""
+    results = [run_part(storage, settings, dt, params, shard) for shard in parts(storage, settings, dt, params)]
+    return finish(storage, settings, dt, params, results)
+
+
+def _metrics(medoids: pd.DataFrame, stats: MedoidStats) -> dict[str, float]:
+    per_user = medoids.groupby("user_id").size()
+    metrics = {k: float(v) for k, v in stats.__dict__.items() if k != "size_hist"}
+    metrics.update({
+        "medoids_per_user_mean": float(per_user.mean()) if len(per_user) else 0.0,
+        "clusters_per_user_mean": stats.clusters / max(stats.users - stats.users_skipped, 1),
+        "noise_fraction": stats.noise_points / max(stats.interactions, 1),
+    })
+    for lo, hi, count in zip(SIZE_BINS[:-1], SIZE_BINS[1:], stats.size_hist):
+        metrics[f"clusters_size_{lo}_{hi - 1 if hi < 10**9 else 'plus'}"] = float(count)
+    return metrics
+
+
+def _evaluate(inputs: Inputs, medoids: pd.DataFrame, settings: Settings) -> dict[str, float]:
+    """Synthetic-truth topic coverage of the first ``EVAL_USERS`` users with medoids."""
+    users = np.sort(medoids["user_id"].unique())[:EVAL_USERS]
+    events = inputs.frame("events", EVENT_COLUMNS)
+    interactions = weigh_interactions(events[events["user_id"].isin(users)], settings.interaction_weights)
+    return evaluation.evaluate(medoids, interactions, inputs.dimension("truth_users"),
+                               inputs.dimension("truth_items"), settings.user_medoids.max_medoids)
+
+
+def _size_plot(stats: MedoidStats) -> None:
+    labels = [f"{lo}" if hi - lo == 1 else f"{lo}-{hi - 1}" for lo, hi in zip(SIZE_BINS[:-2], SIZE_BINS[1:-1])]
+    labels.append(f"{SIZE_BINS[-2]}+")
+    with tracking.logged_figure("cluster_sizes.png", figsize=(7, 3.5)) as (_, ax):
+        ax.bar(labels, stats.size_hist)
+        ax.set_xlabel("user cluster size (items)")
+        ax.set_ylabel("clusters")
+        ax.set_title("Per-user cluster sizes")
