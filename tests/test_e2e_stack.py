@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from datetime import date, timedelta
@@ -82,13 +83,16 @@ def started() -> float:
 
 
 @pytest.fixture(scope="module")
-def stack_env(tmp_path_factory, started) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("stack")
+def stack_env(started) -> dict[str, str]:
+    # Not under pytest's 0700 tmp folder: PostgreSQL runs as the 'postgres' user when we are root.
+    root = Path(tempfile.mkdtemp(prefix="recsys-stack-"))
+    root.chmod(0o755)
     env_file = root / "stack.env"
     create_env_file(env_file)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS"))}
-    return base | {"STACK_ENV_FILE": str(env_file), "STACK_DIR": str(root / "state"),
-                   **{key: str(free_port()) for key in PORTS}, **SETTINGS_ENV}
+    yield base | {"STACK_ENV_FILE": str(env_file), "STACK_DIR": str(root / "state"),
+                  **{key: str(free_port()) for key in PORTS}, **SETTINGS_ENV}
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

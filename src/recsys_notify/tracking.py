@@ -6,9 +6,11 @@ The default store is SQLite under the data root with artifacts beside it; docker
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from recsys_notify.config import Settings, get_settings
@@ -27,8 +29,35 @@ def configure(settings: Settings | None = None) -> str:
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///"):
         settings.local_root().mkdir(parents=True, exist_ok=True)
+        if not (settings.mlflow_tracking_uri or settings.mlflow_artifact_root):
+            relocate_artifacts(settings.local_root() / "mlflow.db", settings.artifact_root)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def relocate_artifacts(db: Path, artifact_root: str) -> int:
+    """Point a default store moved or copied with its data root at the artifacts beside it; returns rows changed.
+
+    MLflow records absolute ``file://`` artifact locations, so without this a copied data root would keep
+    writing artifacts into the original one. Every text column that starts with the old root is rewritten.
+    """
+    if not db.exists():
+        return 0
+    with closing(sqlite3.connect(db, timeout=60)) as conn, conn:
+        marker = f"/{Path(artifact_root).name}/"
+        old = {loc.split(marker, 1)[0] + marker.rstrip("/") for (loc,) in conn.execute(
+            "SELECT artifact_location FROM experiments WHERE artifact_location LIKE ?", (f"file://%{marker}%",))}
+        old.discard(artifact_root.rstrip("/"))
+        changed = 0
+        for prefix in old:
+            for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+                for column in conn.execute(f'PRAGMA table_info("{table}")').fetchall():
+                    if "CHAR" in column[2].upper() or "TEXT" in column[2].upper():
+                        changed += conn.execute(
+                            f'UPDATE "{table}" SET "{column[1]}" = ? || substr("{column[1]}", ?) '
+                            f'WHERE substr("{column[1]}", 1, ?) = ?',
+                            (artifact_root.rstrip("/"), len(prefix) + 1, len(prefix), prefix)).rowcount
+    return changed
 
 
 def ensure_experiment(name: str, settings: Settings | None = None) -> str:

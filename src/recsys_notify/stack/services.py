@@ -52,6 +52,17 @@ def _postgres_user() -> str | None:
         raise StackError("running as root needs the 'postgres' user (apt-get install postgresql)") from None
 
 
+def _check_reachable(path: Path, user: str) -> None:
+    """Fail early, naming the folder, when ``user`` cannot traverse to ``path`` (e.g. under a 0700 home or tmp)."""
+    entry = pwd.getpwnam(user)
+    for folder in [p for p in path.parents if p.exists()]:
+        st = folder.stat()
+        if not (st.st_mode & 0o001 or (st.st_uid == entry.pw_uid and st.st_mode & 0o100)
+                or (st.st_gid == entry.pw_gid and st.st_mode & 0o010)):
+            raise StackError(f"PostgreSQL runs as '{user}', which cannot enter {folder} (mode "
+                             f"{st.st_mode & 0o777:o}): set STACK_DIR to a folder it can reach")
+
+
 class Stack:
     def __init__(self, config: StackConfig, say: Callable[[str], None] = print) -> None:
         self.config = config
@@ -106,6 +117,8 @@ class Stack:
 
         cfg, user = self.config, _postgres_user()
         data = cfg.root / "postgres"
+        if user:
+            _check_reachable(data, user)
         if not (data / "PG_VERSION").exists():
             self.say(f"initialising PostgreSQL in {data}")
             data.mkdir(parents=True, exist_ok=True)
