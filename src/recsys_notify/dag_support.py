@@ -9,10 +9,17 @@ the date from the triggering asset events' ``extra["dt"]``.
 
 from __future__ import annotations
 
+import os
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from airflow.sdk import CronDataIntervalTimetable
+
+# Airflow logs whatever a task writes to stderr at ERROR. MLflow writes its log records and artifact
+# progress bars there by default, so successful tasks showed ERROR lines: let MLflow's records go through
+# Airflow's logging at their own level, and drop the bars. (Read when mlflow is first imported, in tasks.)
+os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 OWNER = "recsys"
 DEFAULT_ARGS: dict[str, Any] = {

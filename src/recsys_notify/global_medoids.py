@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from datetime import date
@@ -31,6 +32,8 @@ from recsys_notify.embeddings import item_vectors, l2_normalize
 from recsys_notify.storage import MissingPartitionError, Storage, as_date
 
 EXPERIMENT = "global_medoids"
+FAISS_MIN_POINTS_PER_CENTROID = 39  # faiss's default: below it, it warns that clusters are underdetermined
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,7 +65,11 @@ def kmeans(X: np.ndarray, k: int, niter: int, seed: int) -> tuple[np.ndarray, np
     import faiss
 
     k = min(k, len(X))
-    km = faiss.Kmeans(X.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False)
+    if len(X) < k * FAISS_MIN_POINTS_PER_CENTROID:
+        # faiss would print this to stderr on every run (an ERROR line in task logs); one log record instead
+        log.warning("KMeans on %d vectors into k=%d clusters: fewer than %d per cluster, so clusters are noisy; "
+                    "lower global_medoids.k for this much data", len(X), k, FAISS_MIN_POINTS_PER_CENTROID)
+    km = faiss.Kmeans(X.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1)
     km.train(np.ascontiguousarray(X, dtype=np.float32))
     centroids = l2_normalize(km.centroids)
     index = faiss.IndexFlatIP(X.shape[1])

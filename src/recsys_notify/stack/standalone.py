@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from recsys_notify.stack.config import HOST, REPO, cpu_sizing
@@ -23,8 +24,8 @@ SQLITE_ASYNC_CONNECT_ARGS: dict[str, Any] = {"timeout": 60}
 
 
 def standalone_env(environ: dict[str, str]) -> dict[str, str]:
-    """Environment for ``airflow standalone``; exported ``AIRFLOW__*``/``RECSYS__*`` values win."""
-    home = REPO / ".airflow"
+    """Environment for ``airflow standalone``; exported ``AIRFLOW_HOME``, ``AIRFLOW__*``, ``RECSYS__*`` win."""
+    home = Path(environ.get("AIRFLOW_HOME") or REPO / ".airflow")
     port = environ.get("AIRFLOW_PORT", "8080")
     url = f"http://{HOST}:{port}"
     env = {
@@ -51,7 +52,7 @@ def standalone_env(environ: dict[str, str]) -> dict[str, str]:
 def run(environ: dict[str, str] | None = None, grace: float = 30) -> int:
     """Run standalone until it exits or we are told to stop; never leave its components behind."""
     env = standalone_env(dict(os.environ if environ is None else environ))
-    (REPO / ".airflow").mkdir(exist_ok=True)
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     print(f"Airflow UI: {env['AIRFLOW__API__BASE_URL']} (login admin, password in "
           f"{env['AIRFLOW_HOME']}/simple_auth_manager_passwords.json.generated); dates are UTC", flush=True)
     proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env, cwd=REPO,

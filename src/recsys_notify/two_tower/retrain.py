@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from datetime import date
@@ -16,6 +17,7 @@ from recsys_notify.two_tower.data import load_window, prepare
 from recsys_notify.two_tower.registry import gate
 from recsys_notify.two_tower.train import TrainResult, fit
 
+log = logging.getLogger(__name__)
 COMPARE_COLUMNS = {"auc": "AUC", "ndcg_5": "NDCG@5", "ndcg_10": "NDCG@10", "mrr": "MRR", "map": "MAP",
                    "cust_map_10": "CUST-MAP@10", "coverage_10": "coverage"}
 
@@ -47,13 +49,29 @@ def train_experiment(storage: Storage, dt: date | str, settings: Settings, name:
             {f"epoch_{k}": v for k, v in _finite(m).items()}, step=epoch))
         mlflow.log_metrics(_finite(result.metrics))
         mlflow.log_figure(_curve(result, name), "training_curve.png")
-        info = mlflow.pytorch.log_model(result.model, name="model", registered_model_name=tt.registered_model,
-                                        pip_requirements=["torch==2.13.0"], serialization_format="pickle")
-        version = str(info.registered_model_version)
+        info = mlflow.pytorch.log_model(result.model, name="model", pip_requirements=["torch==2.13.0"],
+                                        serialization_format="pickle")
+        version = _register(info.model_uri, tt.registered_model)
         mlflow.set_tag("registered_version", version)
     return {"experiment": name, "mlflow_run_id": run.info.run_id, "mlflow_experiment_id": run.info.experiment_id,
             "version": version, "best_epoch": result.best_epoch,
             "metrics": {k: result.metrics.get(k) for k in COMPARE_COLUMNS}}
+
+
+def _register(model_uri: str, name: str) -> str:
+    """``mlflow.register_model``, its progress prints ("Created version ...") logged as info: printed to
+    stderr they would show as ERROR lines in the task log."""
+    import contextlib
+    import io
+
+    import mlflow
+
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        version = mlflow.register_model(model_uri, name).version
+    for line in filter(None, printed.getvalue().splitlines()):
+        log.info("%s", line)
+    return str(version)
 
 
 def retrain(storage: Storage, dt: date | str, settings: Settings, experiments: list[str] | None = None,
