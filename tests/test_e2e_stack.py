@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 
 from recsys_notify.stack.config import PORTS, REPO, WORKERS, StackConfig, create_env_file
+from recsys_notify.stack.procs import Procs
 from tests.airflow_stack import AirflowApi, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
@@ -111,8 +112,13 @@ def stack(stack_env, config):
         api.wait(lambda: set(CHAIN) <= api.dag_ids(), time.monotonic() + 300, "the DAGs to be parsed")
         yield api
     finally:
+        recorded = Procs(config.root).recorded()
+        t0 = time.monotonic()
         down = _stack_cli(stack_env, "down", timeout=300)
-        print(down.stdout, down.stderr)
+        print(f"stack down in {time.monotonic() - t0:.0f}s\n{down.stdout}{down.stderr}")
+    # Everything it started is gone (a killed worker's pid file included), and nothing is left recorded.
+    assert down.returncode == 0 and not [s.name for s in recorded if s.alive()]
+    assert not Procs(config.root).recorded()
 
 
 @pytest.fixture(scope="module")
