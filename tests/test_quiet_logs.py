@@ -56,3 +56,19 @@ def test_model_registration_prints_nothing_to_stderr(tmp_path, capfd, caplog):
     assert "registered" not in capfd.readouterr().err.lower()
     messages = [r.getMessage() for r in caplog.records]
     assert any("Created version '2'" in m for m in messages), messages
+
+
+def test_logging_local_partition_inputs_raises_no_warning(tmp_path, recwarn):
+    import mlflow
+    import pandas as pd
+
+    from recsys_notify.storage import Storage
+    from recsys_notify.tracking import log_partition_inputs
+
+    storage = Storage(str(tmp_path / "data"))
+    for day in ("2026-11-13", "2026-11-14"):
+        storage.write("events", day, pd.DataFrame({"user_id": [1, 2]}))
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run():
+        assert log_partition_inputs(storage, "events", ["2026-11-13", "2026-11-14"]) == 4
+    assert not [str(w.message) for w in recwarn if "dataset source" in str(w.message)]

@@ -7,6 +7,7 @@ The default store is SQLite under the data root with artifacts beside it; docker
 from __future__ import annotations
 
 import sqlite3
+import warnings
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import date
@@ -107,8 +108,12 @@ def log_partition_inputs(storage: Storage, dataset: str, dates: list[date] | dat
         manifest = storage.manifest(dataset, day)
         total += int(manifest["rows"])
         frame = pd.DataFrame({c: [] for c in manifest["columns"]})
-        ds = mlflow.data.from_pandas(frame, source=storage.uri(storage.partition_path(dataset, day)),
-                                     name=f"{dataset}/dt={day:%Y%m%d}",
-                                     digest=f"{manifest['rows']}-{'-'.join(manifest['files'])}"[:36])
+        with warnings.catch_warnings():
+            # MLflow registers its local-file dataset source twice (schemes "" and "file") and warns on
+            # every local partition that the path "can be interpreted in multiple ways": both are the same.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            ds = mlflow.data.from_pandas(frame, source=storage.uri(storage.partition_path(dataset, day)),
+                                         name=f"{dataset}/dt={day:%Y%m%d}",
+                                         digest=f"{manifest['rows']}-{'-'.join(manifest['files'])}"[:36])
         mlflow.log_input(ds, context=context)
     return total
