@@ -268,8 +268,9 @@ class Stack:
             self._save_s3()
         stopped = []
         for name in sorted(services, key=lambda n: ORDER.index(n) if n in ORDER else -1, reverse=True):
+            t0 = time.monotonic()
             state = self.procs.stop(services[name], STOP_SIGNAL.get(name, signal.SIGTERM))
-            stopped.append((name, state))
+            stopped.append((name, f"{state} ({time.monotonic() - t0:.1f}s)"))
         return stopped
 
     def _save_s3(self) -> None:
