@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,8 +188,6 @@ class StackConfig:
 
     @staticmethod
     def celery_hostname(name: str) -> str:
-        import socket
-
         return f"{name}@{socket.gethostname()}"
 
     def mlflow_env(self) -> dict[str, str]:

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -204,7 +205,8 @@ class Stack:
     def buckets(self) -> tuple[str, str]:
         return self.config.values["S3_DATA_BUCKET"], self.config.values["S3_ARTIFACT_BUCKET"]
 
-    def s3_client(self):  # noqa: ANN201 (boto3 client types are generated at run time)
+    def s3_client(self) -> Any:
+        """boto3 S3 client of the stack's S3 server (boto3's client classes are generated at run time)."""
         import boto3
 
         env = self.config.s3_env()
