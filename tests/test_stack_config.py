@@ -191,3 +191,13 @@ def test_stop_kills_the_whole_group_and_never_a_reused_pid(tmp_path):
     assert procs.stop(service, grace=5) == "stopped"
     assert not procs.running("sleeper") and not (tmp_path / "pids" / "sleeper.pid").exists()
     assert subprocess.run(["pgrep", "-g", str(service.pid)], capture_output=True).returncode == 1
+
+
+def test_standalone_sqlite_waits_for_locks_instead_of_answering_503(tmp_path):
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS"))}
+    env = standalone_env(base | {"AIRFLOW_HOME": str(tmp_path)})
+    code = ("from airflow.configuration import conf; "
+            "print(conf.getimport('database', 'sql_alchemy_connect_args')['timeout'], "
+            "conf.getimport('database', 'sql_alchemy_connect_args_async')['timeout'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert [float(v) for v in out.stdout.split()[-2:]] == [60, 60]
