@@ -36,28 +36,42 @@ def configure(settings: Settings | None = None) -> str:
     return uri
 
 
+# Rewrites of the columns where MLflow 3's SQL store keeps absolute artifact locations:
+# (new root, len(old root) + 1, len(old root), old root).
+RELOCATE_SQL = (
+    "UPDATE experiments SET artifact_location = ? || substr(artifact_location, ?)"
+    " WHERE substr(artifact_location, 1, ?) = ?",
+    "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE substr(artifact_uri, 1, ?) = ?",
+    "UPDATE logged_models SET artifact_location = ? || substr(artifact_location, ?)"
+    " WHERE substr(artifact_location, 1, ?) = ?",
+    "UPDATE model_versions SET storage_location = ? || substr(storage_location, ?)"
+    " WHERE substr(storage_location, 1, ?) = ?",
+    "UPDATE model_versions SET source = ? || substr(source, ?) WHERE substr(source, 1, ?) = ?",
+)
+
+
 def relocate_artifacts(db: Path, artifact_root: str) -> int:
     """Point a default store moved or copied with its data root at the artifacts beside it; returns rows changed.
 
     MLflow records absolute ``file://`` artifact locations, so without this a copied data root would keep
-    writing artifacts into the original one. Every text column that starts with the old root is rewritten.
+    writing artifacts into the original one.
     """
     if not db.exists():
         return 0
+    root = artifact_root.rstrip("/")
+    marker = f"/{Path(root).name}/"
     with closing(sqlite3.connect(db, timeout=60)) as conn, conn:
-        marker = f"/{Path(artifact_root).name}/"
         old = {loc.split(marker, 1)[0] + marker.rstrip("/") for (loc,) in conn.execute(
             "SELECT artifact_location FROM experiments WHERE artifact_location LIKE ?", (f"file://%{marker}%",))}
-        old.discard(artifact_root.rstrip("/"))
+        old.discard(root)
         changed = 0
         for prefix in old:
-            for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
-                for column in conn.execute(f'PRAGMA table_info("{table}")').fetchall():
-                    if "CHAR" in column[2].upper() or "TEXT" in column[2].upper():
-                        changed += conn.execute(
-                            f'UPDATE "{table}" SET "{column[1]}" = ? || substr("{column[1]}", ?) '
-                            f'WHERE substr("{column[1]}", 1, ?) = ?',
-                            (artifact_root.rstrip("/"), len(prefix) + 1, len(prefix), prefix)).rowcount
+            for statement in RELOCATE_SQL:
+                try:
+                    changed += conn.execute(statement, (root, len(prefix) + 1, len(prefix), prefix)).rowcount
+                except sqlite3.OperationalError as exc:
+                    if "no such" not in str(exc):  # a table or column an older MLflow did not have
+                        raise
     return changed
 
 

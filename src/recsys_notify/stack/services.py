@@ -156,6 +156,7 @@ class Stack:
     def _create_databases(self) -> None:
         """The compose databases: ``airflow`` (POSTGRES_DB) and those of docker/postgres-init.sql."""
         import psycopg2
+        from psycopg2 import sql
 
         wanted = ["airflow"] + [line.split()[2].rstrip(";") for line in (REPO / "docker/postgres-init.sql")
                                 .read_text().splitlines() if line.upper().startswith("CREATE DATABASE")]
@@ -167,7 +168,7 @@ class Stack:
                 have = {row[0] for row in cur.fetchall()}
                 for name in wanted:
                     if name not in have:
-                        cur.execute(f'CREATE DATABASE "{name}"')
+                        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         finally:
             conn.close()
 
