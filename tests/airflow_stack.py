@@ -33,18 +33,114 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class AirflowStack:
+class AirflowApi:
+    """The REST API v2 of a running Airflow at ``url``, as users' scripts drive it."""
+
+    def __init__(self, url: str, password: str) -> None:
+        self.url = url
+        self.password = password
+        self._token: str | None = None
+
+    def check_alive(self, what: str) -> None:
+        """Raise if a service this test depends on has died while waiting for ``what``."""
+
+    def logs(self, lines: int = 40) -> str:
+        return ""
+
+    def wait(self, ready: Callable[[], Any], deadline: float, what: str, poll: float = 1.0) -> Any:
+        while True:
+            self.check_alive(what)
+            try:
+                result = ready()
+            except httpx.TransportError:
+                result = None
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {what}\n{self.logs()}")
+            time.sleep(poll)
+
+    # ----- REST API v2 -----
+    def _api_up(self) -> bool:
+        return httpx.get(f"{self.url}/api/v2/version", timeout=5).status_code == 200
+
+    def token(self) -> str:
+        if self._token is None:
+            resp = httpx.post(f"{self.url}/auth/token", json={"username": "admin", "password": self.password},
+                              timeout=30)
+            resp.raise_for_status()
+            self._token = resp.json()["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, expect: int | None = 200, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        resp = httpx.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=60, **kwargs)
+        if expect is not None and resp.status_code != expect:
+            raise AssertionError(f"{method} {path} -> {resp.status_code}: {resp.text}")
+        return resp
+
+    def dag_ids(self) -> set[str]:
+        return {d["dag_id"] for d in self.api("GET", "/dags", params={"limit": 100}).json()["dags"]}
+
+    def unpause(self, dag_id: str, paused: bool = False) -> None:
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
+
+    def trigger(self, dag_id: str, logical_date: str, conf: dict[str, Any] | None = None,
+                expect: int | None = 200) -> httpx.Response:
+        body = {"logical_date": f"{logical_date}T00:00:00Z", "conf": conf or {}}
+        return self.api("POST", f"/dags/{dag_id}/dagRuns", json=body, expect=expect)
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 600) -> dict[str, Any]:
+        """Wait for a run to succeed; fail with task states and logs as soon as a task fails."""
+        deadline = time.monotonic() + timeout
+
+        def finished() -> bool:
+            failing = {ti["state"] for ti in self.task_instances(dag_id, run_id)} & TASK_FAILED
+            return bool(failing) or self.run_state(dag_id, run_id) in TERMINAL
+
+        self.wait(finished, deadline, f"{dag_id} run {run_id}", poll=2)
+        run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()
+        if run["state"] != "success":
+            raise AssertionError(f"{dag_id} {run_id} is {run['state']}: {self.task_report(dag_id, run_id)}")
+        return run
+
+    def run(self, dag_id: str, logical_date: str, conf: dict[str, Any] | None = None,
+            timeout: float = 600) -> dict[str, Any]:
+        run_id = self.trigger(dag_id, logical_date, conf).json()["dag_run_id"]
+        return self.wait_run(dag_id, run_id, timeout)
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
+
+    def task_report(self, dag_id: str, run_id: str) -> str:
+        """Task states plus the log of each task that did not succeed."""
+        lines = []
+        for ti in self.task_instances(dag_id, run_id):
+            lines.append(f"{ti['task_id']}[{ti['map_index']}]: {ti['state']}")
+            if ti["state"] in TASK_FAILED and ti["try_number"]:
+                log = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}"
+                                      f"/logs/{ti['try_number']}", expect=None,
+                               params={"map_index": ti["map_index"]}, headers={"Accept": "text/plain"})
+                lines.append(log.text[-6000:])
+        return "\n".join(lines)
+
+    def runs(self, dag_id: str, **params: Any) -> list[dict[str, Any]]:
+        return self.api("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100, **params}).json()["dag_runs"]
+
+
+class AirflowStack(AirflowApi):
     """Start/stop the services and talk to the API; ``env`` adds variables (e.g. ``RECSYS__*``) to every process."""
 
     def __init__(self, home: Path, dags_folder: Path, env: dict[str, str] | None = None,
                  password: str = "admin-e2e-password") -> None:
+        self.port = free_port()
+        super().__init__(f"http://127.0.0.1:{self.port}", password)
         self.home = home
         self.dags_folder = dags_folder
-        self.password = password
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.procs: dict[str, subprocess.Popen] = {}
-        self._token: str | None = None
         self.env = self._environment(env or {})
 
     # ----- processes -----
@@ -134,87 +230,7 @@ class AirflowStack:
             out.append(f"--- {log.name}\n" + "\n".join(tail))
         return "\n".join(out)
 
-    def wait(self, ready: Callable[[], Any], deadline: float, what: str, poll: float = 1.0) -> Any:
-        while True:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode} while waiting for {what}\n{self.logs()}")
-            try:
-                result = ready()
-            except httpx.TransportError:
-                result = None
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out waiting for {what}\n{self.logs()}")
-            time.sleep(poll)
-
-    # ----- REST API v2 -----
-    def _api_up(self) -> bool:
-        return httpx.get(f"{self.url}/api/v2/version", timeout=5).status_code == 200
-
-    def token(self) -> str:
-        if self._token is None:
-            resp = httpx.post(f"{self.url}/auth/token", json={"username": "admin", "password": self.password},
-                              timeout=30)
-            resp.raise_for_status()
-            self._token = resp.json()["access_token"]
-        return self._token
-
-    def api(self, method: str, path: str, expect: int | None = 200, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token()}"}
-        resp = httpx.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=60, **kwargs)
-        if expect is not None and resp.status_code != expect:
-            raise AssertionError(f"{method} {path} -> {resp.status_code}: {resp.text}")
-        return resp
-
-    def dag_ids(self) -> set[str]:
-        return {d["dag_id"] for d in self.api("GET", "/dags", params={"limit": 100}).json()["dags"]}
-
-    def unpause(self, dag_id: str, paused: bool = False) -> None:
-        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
-
-    def trigger(self, dag_id: str, logical_date: str, conf: dict[str, Any] | None = None,
-                expect: int | None = 200) -> httpx.Response:
-        body = {"logical_date": f"{logical_date}T00:00:00Z", "conf": conf or {}}
-        return self.api("POST", f"/dags/{dag_id}/dagRuns", json=body, expect=expect)
-
-    def run_state(self, dag_id: str, run_id: str) -> str:
-        return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
-
-    def wait_run(self, dag_id: str, run_id: str, timeout: float = 600) -> dict[str, Any]:
-        """Wait for a run to succeed; fail with task states and logs as soon as a task fails."""
-        deadline = time.monotonic() + timeout
-
-        def finished() -> bool:
-            failing = {ti["state"] for ti in self.task_instances(dag_id, run_id)} & TASK_FAILED
-            return bool(failing) or self.run_state(dag_id, run_id) in TERMINAL
-
-        self.wait(finished, deadline, f"{dag_id} run {run_id}", poll=2)
-        run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()
-        if run["state"] != "success":
-            raise AssertionError(f"{dag_id} {run_id} is {run['state']}: {self.task_report(dag_id, run_id)}")
-        return run
-
-    def run(self, dag_id: str, logical_date: str, conf: dict[str, Any] | None = None,
-            timeout: float = 600) -> dict[str, Any]:
-        run_id = self.trigger(dag_id, logical_date, conf).json()["dag_run_id"]
-        return self.wait_run(dag_id, run_id, timeout)
-
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
-
-    def task_report(self, dag_id: str, run_id: str) -> str:
-        """Task states plus the log of each task that did not succeed."""
-        lines = []
-        for ti in self.task_instances(dag_id, run_id):
-            lines.append(f"{ti['task_id']}[{ti['map_index']}]: {ti['state']}")
-            if ti["state"] in TASK_FAILED and ti["try_number"]:
-                log = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}"
-                                      f"/logs/{ti['try_number']}", expect=None,
-                               params={"map_index": ti["map_index"]}, headers={"Accept": "text/plain"})
-                lines.append(log.text[-6000:])
-        return "\n".join(lines)
-
-    def runs(self, dag_id: str, **params: Any) -> list[dict[str, Any]]:
-        return self.api("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100, **params}).json()["dag_runs"]
+    def check_alive(self, what: str) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode} while waiting for {what}\n{self.logs()}")

@@ -64,7 +64,7 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--items", type=int, default=5000)
     p.add_argument("--days", type=int, default=14)
-    p.add_argument("--end", type=as_date, default=date(2026, 11, 14), help="last generated day")
+    p.add_argument("--end", type=as_date, help="last generated day (default: yesterday, UTC)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -72,9 +72,9 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 def _generate(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
     from tqdm import tqdm
 
-    from recsys_notify.synthetic import generate, generator_config
+    from recsys_notify.synthetic import default_end, generate, generator_config
 
-    cfg = generator_config(args.users, args.items, args.days, args.end, args.seed)
+    cfg = generator_config(args.users, args.items, args.days, args.end or default_end(), args.seed)
     with tqdm(total=args.days, desc="generate", unit="day", file=sys.stderr) as bar:
         def progress(msg: str) -> None:
             bar.set_postfix_str(msg)

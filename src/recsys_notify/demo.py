@@ -52,16 +52,27 @@ def say(msg: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def generate_if_missing(data_root: str, users: int, items: int, days: int, end: date) -> None:
+def generate_if_missing(data_root: str, users: int, items: int, days: int, end: date | None) -> date:
+    """Generate the world ending ``end`` (default: yesterday, UTC) unless the data root has one; return its end.
+
+    A world is never mixed with another: an existing one is reused as it is (its newest day is the end),
+    and an explicit ``end`` that does not match it is refused.
+    """
     from recsys_notify.core.storage import Storage
-    from recsys_notify.synthetic import generate, generator_config
+    from recsys_notify.synthetic import default_end, generate, generator_config
 
     storage = Storage(data_root)
-    if end in storage.dates(EVENTS.name):
-        say(f"synthetic data already in {data_root} (events up to {max(storage.dates(EVENTS.name))}); reusing it")
-        return
-    say(f"generating {users} users, {items} items, {days} days ending {end} into {data_root}")
+    have = storage.dates(EVENTS.name)
+    if have:
+        if end is not None and end != max(have):
+            raise SystemExit(f"error: {data_root} holds a world ending {max(have)}, not {end}: "
+                             "use another --data directory or delete this one")
+        say(f"synthetic data already in {data_root} (events up to {max(have)}); reusing it")
+        return max(have)
+    end = end or default_end()
+    say(f"generating {users} users, {items} items, {days} days ending {end} (UTC) into {data_root}")
     generate(storage, generator_config(users, items, days, end, 0), lambda msg: say(f"  generate: {msg}"))
+    return end
 
 
 def run_chain(day: date) -> dict[str, float]:
@@ -88,7 +99,7 @@ def run_chain(day: date) -> dict[str, float]:
     return timings
 
 
-def report(data_root: str, day: date, home: Path, sample: int = 5) -> None:
+def report(data_root: str, day: date, sample: int = 5) -> None:
     from recsys_notify.core.config import get_settings
     from recsys_notify.core.storage import Storage
 
@@ -100,13 +111,12 @@ def report(data_root: str, day: date, home: Path, sample: int = 5) -> None:
     cols = [c for c in ("user_id", "item_id", "title", "body", "source") if c in outbox.columns]
     with_text = outbox[cols].head(sample).to_string(index=False, max_colwidth=60)
     print(with_text)
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in airflow_env(home, data_root).items()
-                   if k.startswith(("AIRFLOW", "RECSYS")))
     print()
     print("MLflow UI (runs, metrics, registered models):")
-    print(f"  mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000")
-    print("Airflow UI on the same data (login printed by standalone; DAG runs above are listed there):")
-    print(f"  {env} airflow standalone")
+    print(f"  .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000")
+    print("Airflow UI on the same data (the DAG runs above are listed there; dates are UTC):")
+    prefix = "" if data_root == str(REPO / "data") else f"RECSYS__DATA_ROOT={shlex.quote(data_root)} "
+    print(f"  {prefix}make airflow")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,10 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--days", type=int, default=14)
-    parser.add_argument("--end", type=date.fromisoformat, default=date(2026, 11, 14), help="last generated day")
+    parser.add_argument("--end", type=date.fromisoformat, default=None,
+                        help="last generated day (default: yesterday, UTC; the same --end gives the same world)")
     args = parser.parse_args(argv)
-    # The chain runs for the day before the last one, so notifications can be evaluated on next-day events.
-    day = args.end - timedelta(days=1)
     data_root = str(Path(args.data).resolve())
     home = REPO / ".airflow"
     home.mkdir(exist_ok=True)
@@ -126,11 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(REPO)  # configs/ paths in settings are relative to the repository root
 
     started = time.monotonic()
-    generate_if_missing(data_root, args.users, args.items, args.days, args.end)
+    end = generate_if_missing(data_root, args.users, args.items, args.days, args.end)
+    # The chain runs for the day before the last one, so notifications can be evaluated on next-day events.
+    day = end - timedelta(days=1)
     say(f"migrating the Airflow metadata DB in {home}")
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     timings = run_chain(day)
-    report(data_root, day, home)
+    report(data_root, day)
     say(f"done in {time.monotonic() - started:.0f}s (" + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + ")")
     return 0
 

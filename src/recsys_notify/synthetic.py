@@ -326,6 +326,11 @@ def generate(storage: Storage, cfg: GeneratorConfig,
     return counts
 
 
+def default_end() -> date:
+    """Yesterday in UTC: the newest complete day, the one a daily run created today processes."""
+    return datetime.now(timezone.utc).date() - timedelta(days=1)
+
+
 def generator_config(users: int, items: int, days: int, end: date | str, seed: int = 0,
                      **extra: object) -> GeneratorConfig:
     return GeneratorConfig(users=users, items=items, days=days, end=as_date(end), seed=seed, **extra)  # type: ignore[arg-type]

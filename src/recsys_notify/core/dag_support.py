@@ -11,6 +11,7 @@ asset events carry. Dates are UTC days.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -21,6 +22,12 @@ from airflow.sdk import Asset, AssetOrTimeSchedule, CronDataIntervalTimetable, P
 from recsys_notify.core.config import get_settings
 from recsys_notify.core.datasets import Dataset, produced_by
 from recsys_notify.core.step import STEPS, StepSpec
+
+# Airflow logs whatever a task writes to stderr at ERROR. MLflow writes its log records and artifact
+# progress bars there by default, so successful tasks showed ERROR lines: let MLflow's records go through
+# Airflow's logging at their own level, and drop the bars. (Read when mlflow is first imported, in tasks.)
+os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 OWNER = "recsys"
 DEFAULT_ARGS: dict[str, Any] = {

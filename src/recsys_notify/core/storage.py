@@ -372,10 +372,11 @@ class Storage:
     def _break_stale_lock(self, path: str) -> None:
         try:
             with self.fs.open(path, "r") as fh:
-                since = float(json.load(fh).get("since", 0))
-        except (FileNotFoundError, ValueError, json.JSONDecodeError):
+                info = json.load(fh)
+            since = float(info.get("since", 0))
+        except (FileNotFoundError, ValueError, json.JSONDecodeError, AttributeError):
             return
-        if time.time() - since > self.lock_stale_s or (self.local and _holder_dead(path)):
+        if time.time() - since > self.lock_stale_s or _holder_dead(info):
             self.fs.rm(path)
 
 
@@ -397,11 +398,9 @@ class _Staged:
             os.rmdir(self.target)
 
 
-def _holder_dead(path: str) -> bool:
-    """True when a local lock names a process on this host that no longer exists (killed mid-write)."""
+def _holder_dead(info: dict[str, Any]) -> bool:
+    """True when a lock (local or S3) names a process on this host that no longer exists (killed mid-write)."""
     try:
-        with open(path) as fh:
-            info = json.load(fh)
         if info.get("host") != socket.gethostname():
             return False
         os.kill(int(info["pid"]), 0)

@@ -6,9 +6,11 @@ The default store is SQLite under the data root with artifacts beside it; docker
 
 from __future__ import annotations
 
+import sqlite3
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from pathlib import Path
 from typing import Any
 
 from recsys_notify.core.config import Settings, get_settings
@@ -27,8 +29,49 @@ def configure(settings: Settings | None = None) -> str:
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///"):
         settings.local_root().mkdir(parents=True, exist_ok=True)
+        if not (settings.mlflow_tracking_uri or settings.mlflow_artifact_root):
+            relocate_artifacts(settings.local_root() / "mlflow.db", settings.artifact_root)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+# Rewrites of the columns where MLflow 3's SQL store keeps absolute artifact locations:
+# (new root, len(old root) + 1, len(old root), old root).
+RELOCATE_SQL = (
+    "UPDATE experiments SET artifact_location = ? || substr(artifact_location, ?)"
+    " WHERE substr(artifact_location, 1, ?) = ?",
+    "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE substr(artifact_uri, 1, ?) = ?",
+    "UPDATE logged_models SET artifact_location = ? || substr(artifact_location, ?)"
+    " WHERE substr(artifact_location, 1, ?) = ?",
+    "UPDATE model_versions SET storage_location = ? || substr(storage_location, ?)"
+    " WHERE substr(storage_location, 1, ?) = ?",
+    "UPDATE model_versions SET source = ? || substr(source, ?) WHERE substr(source, 1, ?) = ?",
+)
+
+
+def relocate_artifacts(db: Path, artifact_root: str) -> int:
+    """Point a default store moved or copied with its data root at the artifacts beside it; returns rows changed.
+
+    MLflow records absolute ``file://`` artifact locations, so without this a copied data root would keep
+    writing artifacts into the original one.
+    """
+    if not db.exists():
+        return 0
+    root = artifact_root.rstrip("/")
+    marker = f"/{Path(root).name}/"
+    with closing(sqlite3.connect(db, timeout=60)) as conn, conn:
+        old = {loc.split(marker, 1)[0] + marker.rstrip("/") for (loc,) in conn.execute(
+            "SELECT artifact_location FROM experiments WHERE artifact_location LIKE ?", (f"file://%{marker}%",))}
+        old.discard(root)
+        changed = 0
+        for prefix in old:
+            for statement in RELOCATE_SQL:
+                try:
+                    changed += conn.execute(statement, (root, len(prefix) + 1, len(prefix), prefix)).rowcount
+                except sqlite3.OperationalError as exc:
+                    if "no such" not in str(exc):  # a table or column an older MLflow did not have
+                        raise
+    return changed
 
 
 def ensure_experiment(name: str, settings: Settings | None = None) -> str:

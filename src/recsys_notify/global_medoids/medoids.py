@@ -13,11 +13,16 @@ Arrays and frames in, arrays and frames out: the step reads and writes.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from recsys_notify.core.clustering import cosine_medoid_scores
 from recsys_notify.core.embeddings import l2_normalize
+
+FAISS_MIN_POINTS_PER_CENTROID = 39  # faiss's default: below it, it warns that clusters are underdetermined
+log = logging.getLogger(__name__)
 
 
 def kmeans(X: np.ndarray, k: int, niter: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -25,7 +30,12 @@ def kmeans(X: np.ndarray, k: int, niter: int, seed: int) -> tuple[np.ndarray, np
     import faiss
 
     k = min(k, len(X))
-    km = faiss.Kmeans(X.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False)
+    if len(X) < k * FAISS_MIN_POINTS_PER_CENTROID:
+        # faiss would print this to stderr on every run (an ERROR line in task logs); one log record instead
+        log.warning("KMeans on %d vectors into k=%d clusters: fewer than %d per cluster, so clusters are noisy; "
+                    "lower global_medoids.k for this much data", len(X), k, FAISS_MIN_POINTS_PER_CENTROID)
+    km = faiss.Kmeans(X.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False,
+                      min_points_per_centroid=1)
     km.train(np.ascontiguousarray(X, dtype=np.float32))
     centroids = l2_normalize(km.centroids)
     index = faiss.IndexFlatIP(X.shape[1])

@@ -7,6 +7,7 @@ version against the champion in order, :func:`run` does both in one process (the
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from datetime import date
@@ -25,6 +26,7 @@ from recsys_notify.two_tower.registry import gate
 from recsys_notify.two_tower.train import TrainResult, fit
 
 NAME = "two_tower"
+log = logging.getLogger(__name__)
 COMPARE_COLUMNS = {"auc": "AUC", "ndcg_5": "NDCG@5", "ndcg_10": "NDCG@10", "mrr": "MRR", "map": "MAP",
                    "cust_map_10": "CUST-MAP@10", "coverage_10": "coverage"}
 
@@ -77,12 +79,28 @@ def run_part(storage: Storage, settings: Settings, dt: date, params: dict[str, A
             {f"epoch_{k}": v for k, v in _finite(m).items()}, step=epoch))
         mlflow.log_metrics(_finite(result.metrics))
         _curve(result, name)
-        info = mlflow.pytorch.log_model(result.model, name="model", registered_model_name=tt.registered_model,
-                                        pip_requirements=["torch==2.13.0"], serialization_format="pickle")
-        version = str(info.registered_model_version)
+        info = mlflow.pytorch.log_model(result.model, name="model", pip_requirements=["torch==2.13.0"],
+                                        serialization_format="pickle")
+        version = _register(info.model_uri, tt.registered_model)
         mlflow.set_tag("registered_version", version)
     return {"experiment": name, **tracking.run_ids(run), "version": version, "best_epoch": result.best_epoch,
             "metrics": {k: result.metrics.get(k) for k in COMPARE_COLUMNS}, "inputs": inputs.summary()}
+
+
+def _register(model_uri: str, name: str) -> str:
+    """``mlflow.register_model``, its progress prints ("Created version ...") logged as info: printed to
+    stderr they would show as ERROR lines in the task log."""
+    import contextlib
+    import io
+
+    import mlflow
+
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        version = mlflow.register_model(model_uri, name).version
+    for line in filter(None, printed.getvalue().splitlines()):
+        log.info("%s", line)
+    return str(version)
 
 
 def finish(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None,
