@@ -33,6 +33,20 @@ from scipy.stats import rankdata
 IMPRESSION_METRICS = ("auc", "mrr", "ndcg_5", "ndcg_10", "map", "cust_map_10")
 
 
+class NonFiniteScoresError(ValueError):
+    """A model returned NaN or infinite scores: ranking them would silently miscount the impression."""
+
+
+def check_finite(scores: np.ndarray, model: str = "model") -> None:
+    """Raise :class:`NonFiniteScoresError` naming ``model`` and how many scores are NaN / inf."""
+    scores = np.asarray(scores, dtype=float)
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        n_nan = int(np.isnan(scores).sum())
+        raise NonFiniteScoresError(f"{model} returned {int(bad.sum())} non-finite score(s) of {scores.size} "
+                                   f"({n_nan} NaN, {int(bad.sum()) - n_nan} inf)")
+
+
 def rank_order(y_score: np.ndarray) -> np.ndarray:
     """Indices by descending score; ties keep input order."""
     return np.argsort(-np.asarray(y_score, dtype=float), kind="stable")
