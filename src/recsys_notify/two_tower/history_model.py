@@ -27,14 +27,14 @@ from recsys_notify.two_tower.protocols import Scorer, Split, evaluate
 @dataclass
 class HistoryConfig:
     dim: int = 256
-    history_dropout: float = 0.5
-    neg_weight: float = 0.1
-    lr: float = 2e-3
-    weight_decay: float = 1e-5
+    history_dropout: float = 0.3
+    neg_weight: float = 0.6
+    lr: float = 1e-3
+    weight_decay: float = 0.1
     batch_users: int = 128
     epochs: int = 200
     eval_every: int = 5
-    patience: int = 4
+    patience: int = 3
     seed: int = 0
     threads: int = 1
 

@@ -22,15 +22,15 @@ from recsys_notify.two_tower.protocols import Scorer, Split, evaluate
 GRIDS: dict[str, dict[str, list[Any]]] = {
     "most_popular": {},
     "item_knn": {"k": [50, 100, 200], "shrink": [0.0, 10.0]},
-    "als": {"factors": [64, 128], "regularization": [0.01, 1.0, 10.0], "alpha": [1.0, 5.0, 15.0]},
-    "bpr": {"factors": [64, 128], "learning_rate": [0.01, 0.05], "regularization": [0.001, 0.01]},
+    "als": {"factors": [16, 32, 64], "regularization": [0.01, 1.0], "alpha": [1.0, 2.0, 5.0]},
+    "bpr": {"factors": [64, 128], "iterations": [30, 50, 100]},
     "ease": {"lam": [100.0, 250.0, 500.0, 1000.0]},
 }
 QUICK_GRIDS: dict[str, dict[str, list[Any]]] = {
     "most_popular": {},
     "item_knn": {"k": [100], "shrink": [0.0, 10.0]},
-    "als": {"factors": [128], "regularization": [1.0, 10.0], "alpha": [5.0]},
-    "bpr": {"factors": [64], "learning_rate": [0.01, 0.05], "regularization": [0.01]},
+    "als": {"factors": [16, 32], "regularization": [0.01], "alpha": [2.0]},
+    "bpr": {"factors": [64], "iterations": [30, 50]},
     "ease": {"lam": [250.0, 500.0]},
 }
 
