@@ -8,6 +8,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from recsys_notify.two_tower.metrics import (
+    NonFiniteScoresError,
     ap_at_k,
     auc_score,
     average_precision,
@@ -91,3 +92,55 @@ def test_intra_list_diversity():
     vecs = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
     assert intra_list_diversity(np.array([[0, 1]]), vecs) == pytest.approx(1.0)
     assert intra_list_diversity(np.array([[0, 2]]), vecs) == pytest.approx(0.0)
+
+
+# MIND's evaluate.py (msnews.github.io), re-typed: the reference for ties="mind"
+def _mind_dcg_score(y_true, y_score, k=10):
+    order = np.argsort(y_score)[::-1]
+    y_true = np.take(y_true, order[:k])
+    gains = 2 ** y_true - 1
+    discounts = np.log2(np.arange(len(y_true)) + 2)
+    return np.sum(gains / discounts)
+
+
+def _mind_ndcg_score(y_true, y_score, k=10):
+    best = _mind_dcg_score(y_true, y_true, k)
+    actual = _mind_dcg_score(y_true, y_score, k)
+    return actual / best
+
+
+def _mind_mrr_score(y_true, y_score):
+    order = np.argsort(y_score)[::-1]
+    y_true = np.take(y_true, order)
+    rr_score = y_true / (np.arange(len(y_true)) + 1)
+    return np.sum(rr_score) / np.sum(y_true)
+
+
+def test_ties_mind_reproduces_minds_evaluate_py_and_default_differs():
+    rng = np.random.default_rng(0)
+    differs = 0
+    for _ in range(300):
+        n = int(rng.integers(2, 60))
+        y = rng.integers(0, 2, n)
+        y[rng.integers(n)] = 1
+        s = rng.integers(0, 3, n) / 2.0  # heavy ties
+        for k in (5, 10):
+            assert ndcg_score(y, s, k, ties="mind") == pytest.approx(_mind_ndcg_score(y, s, k), abs=1e-12)
+        assert mrr_score(y, s, ties="mind") == pytest.approx(_mind_mrr_score(y, s), abs=1e-12)
+        differs += mrr_score(y, s) != pytest.approx(_mind_mrr_score(y, s))
+    assert differs > 50  # the documented rule (lower index first) is a different tie order
+    frame = pd.DataFrame({"user_id": [1, 1], "item_id": [10, 20], "label": [0, 1], "score": [0.0, 0.0]})
+    assert evaluate_impressions(frame, ties="mind")["mrr"] == 1.0 and evaluate_impressions(frame)["mrr"] == 0.5
+    with pytest.raises(ValueError, match="ties must be one of lower, mind"):
+        mrr_score(y, s, ties="random")
+
+
+def test_non_finite_scores_are_an_error_naming_the_model():
+    frame = pd.DataFrame({"user_id": [1, 1, 2], "item_id": [10, 20, 10], "label": [1, 0, 1],
+                          "score": [np.nan, 0.2, np.inf]})
+    with pytest.raises(NonFiniteScoresError, match=r"exp_a returned 2 non-finite score\(s\) of 3 \(1 NaN, 1 inf\)"):
+        evaluate_impressions(frame, model="exp_a")
+    scores = np.array([[1.0, np.nan]])
+    with pytest.raises(NonFiniteScoresError, match="exp_b returned 1"):
+        retrieval_metrics(scores, np.array([7]), np.array([1, 2]), pd.DataFrame({"user_id": [7], "item_id": [1]}),
+                          pd.DataFrame({"user_id": [], "item_id": []}), model="exp_b")

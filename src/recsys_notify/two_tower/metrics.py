@@ -19,6 +19,10 @@ Ties: MIND sorts with ``np.argsort(score)[::-1]``, whose order among equal score
 Here every ranking uses a stable descending sort, so equal scores keep their input order; the
 evaluators sort each impression (and the catalogue) by ascending item id first, so **ties go to the
 lower item id**. A model that returns a constant score therefore ranks by item id, not by label.
+``ties="mind"`` instead sorts exactly as MIND's ``evaluate.py`` (``np.argsort(score)[::-1]``: among
+equal scores, in practice the higher index first), for figures comparable with MIND's scorer.
+
+Scores must be finite: NaN or inf raise :class:`NonFiniteScoresError` naming the model and the count.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 IMPRESSION_METRICS = ("auc", "mrr", "ndcg_5", "ndcg_10", "map", "cust_map_10")
+TIES = ("lower", "mind")
 
 
 class NonFiniteScoresError(ValueError):
@@ -47,31 +52,35 @@ def check_finite(scores: np.ndarray, model: str = "model") -> None:
                                    f"({n_nan} NaN, {int(bad.sum()) - n_nan} inf)")
 
 
-def rank_order(y_score: np.ndarray) -> np.ndarray:
-    """Indices by descending score; ties keep input order."""
+def rank_order(y_score: np.ndarray, ties: str = "lower") -> np.ndarray:
+    """Indices by descending score; ties keep input order (``"lower"``) or follow MIND (``"mind"``)."""
+    if ties == "mind":
+        return np.argsort(np.asarray(y_score, dtype=float))[::-1]
+    if ties != "lower":
+        raise ValueError(f"ties must be one of {', '.join(TIES)}, not {ties!r}")
     return np.argsort(-np.asarray(y_score, dtype=float), kind="stable")
 
 
-def dcg_score(y_true: np.ndarray, y_score: np.ndarray, k: int = 10) -> float:
-    y = np.take(y_true, rank_order(y_score)[:k])
+def dcg_score(y_true: np.ndarray, y_score: np.ndarray, k: int = 10, ties: str = "lower") -> float:
+    y = np.take(y_true, rank_order(y_score, ties)[:k])
     gains = 2.0 ** y - 1
     discounts = np.log2(np.arange(len(y)) + 2)
     return float(np.sum(gains / discounts))
 
 
-def ndcg_score(y_true: np.ndarray, y_score: np.ndarray, k: int = 10) -> float:
-    best = dcg_score(y_true, y_true, k)
-    return dcg_score(y_true, y_score, k) / best
+def ndcg_score(y_true: np.ndarray, y_score: np.ndarray, k: int = 10, ties: str = "lower") -> float:
+    best = dcg_score(y_true, y_true, k, ties)
+    return dcg_score(y_true, y_score, k, ties) / best
 
 
-def mrr_score(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    y = np.take(y_true, rank_order(y_score))
+def mrr_score(y_true: np.ndarray, y_score: np.ndarray, ties: str = "lower") -> float:
+    y = np.take(y_true, rank_order(y_score, ties))
     return float(np.sum(y / (np.arange(len(y)) + 1)) / np.sum(y))
 
 
-def ap_at_k(y_true: np.ndarray, y_score: np.ndarray, k: int = 10) -> float:
+def ap_at_k(y_true: np.ndarray, y_score: np.ndarray, k: int = 10, ties: str = "lower") -> float:
     """CUST-MAP@k for one impression: precision at each hit in the top k over min(k, #relevant)."""
-    y = np.take(y_true, rank_order(y_score)[:k]).astype(float)
+    y = np.take(y_true, rank_order(y_score, ties)[:k]).astype(float)
     precision = np.cumsum(y) / (np.arange(len(y)) + 1)
     return float(np.sum(precision * y) / min(k, int(np.sum(y_true))))
 
@@ -95,19 +104,21 @@ def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
 
 
-def impression_metrics(y_true: np.ndarray, y_score: np.ndarray) -> dict[str, float]:
+def impression_metrics(y_true: np.ndarray, y_score: np.ndarray, ties: str = "lower") -> dict[str, float]:
     """All per-impression metrics of one impression with at least one positive (AUC is NaN without a negative)."""
     y_true = np.asarray(y_true, dtype=int)
     y_score = np.asarray(y_score, dtype=float)
     both = 0 < y_true.sum() < len(y_true)
     return {"auc": auc_score(y_true, y_score) if both else float("nan"),
-            "mrr": mrr_score(y_true, y_score), "ndcg_5": ndcg_score(y_true, y_score, 5),
-            "ndcg_10": ndcg_score(y_true, y_score, 10),
-            "map": average_precision(y_true, y_score), "cust_map_10": ap_at_k(y_true, y_score, 10)}
+            "mrr": mrr_score(y_true, y_score, ties), "ndcg_5": ndcg_score(y_true, y_score, 5, ties),
+            "ndcg_10": ndcg_score(y_true, y_score, 10, ties),
+            "map": average_precision(y_true, y_score), "cust_map_10": ap_at_k(y_true, y_score, 10, ties)}
 
 
-def evaluate_impressions(frame: pd.DataFrame, score_col: str = "score") -> dict[str, float]:
+def evaluate_impressions(frame: pd.DataFrame, score_col: str = "score", model: str = "model",
+                         ties: str = "lower") -> dict[str, float]:
     """Mean impression metrics over users of ``frame`` (user_id, item_id, label, score)."""
+    check_finite(frame[score_col].to_numpy(), model)
     frame = frame.sort_values(["user_id", "item_id"], kind="stable")
     rows: list[dict[str, float]] = []
     skipped = 0
@@ -116,7 +127,7 @@ def evaluate_impressions(frame: pd.DataFrame, score_col: str = "score") -> dict[
         if y.sum() == 0:
             skipped += 1
             continue
-        rows.append(impression_metrics(y, g[score_col].to_numpy(float)))
+        rows.append(impression_metrics(y, g[score_col].to_numpy(float), ties))
     out: dict[str, float] = {}
     for name in IMPRESSION_METRICS:
         values = np.array([r[name] for r in rows], dtype=float)
@@ -144,7 +155,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 def retrieval_metrics(scores: np.ndarray, user_ids: np.ndarray, item_ids: np.ndarray,
                       relevant: pd.DataFrame, seen: pd.DataFrame, item_vectors: np.ndarray | None = None,
-                      ks: tuple[int, ...] = (10, 50)) -> dict[str, float]:
+                      ks: tuple[int, ...] = (10, 50), model: str = "model") -> dict[str, float]:
     """Full-catalogue metrics: ``scores`` is (users, catalogue) with ``item_ids`` ascending.
 
     Items a user already interacted with in training (``seen``) are excluded. Recall@K = hits / #relevant;
@@ -153,6 +164,7 @@ def retrieval_metrics(scores: np.ndarray, user_ids: np.ndarray, item_ids: np.nda
     """
     if not np.all(np.diff(item_ids) > 0):
         raise ValueError("item_ids must be strictly ascending (tie-breaking by item id)")
+    check_finite(scores, model)
     scores = scores.astype(np.float64, copy=True)
     uindex, iindex = pd.Index(user_ids), pd.Index(item_ids)
     s = seen[seen["user_id"].isin(uindex) & seen["item_id"].isin(iindex)]
@@ -200,16 +212,18 @@ def intra_list_diversity(top: np.ndarray, item_vectors: np.ndarray) -> float:
 ScoreMatrix = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def evaluate_impressions_only(score_matrix: ScoreMatrix, valid: pd.DataFrame) -> dict[str, float]:
+def evaluate_impressions_only(score_matrix: ScoreMatrix, valid: pd.DataFrame, model: str = "model"
+                              ) -> dict[str, float]:
     users = np.unique(valid["user_id"].to_numpy())
     items = np.unique(valid["item_id"].to_numpy())
     scores = score_matrix(users, items)
     return evaluate_impressions(valid.assign(score=scores[pd.Index(users).get_indexer(valid["user_id"]),
-                                                          pd.Index(items).get_indexer(valid["item_id"])]))
+                                                          pd.Index(items).get_indexer(valid["item_id"])]),
+                                model=model)
 
 
 def evaluate_scorer(score_matrix: ScoreMatrix, valid: pd.DataFrame, seen: pd.DataFrame, candidates: np.ndarray,
-                    item_vectors: np.ndarray | None = None) -> dict[str, float]:
+                    item_vectors: np.ndarray | None = None, model: str = "model") -> dict[str, float]:
     """Impression + full-catalogue metrics for any scorer ``(user_ids, item_ids) -> (users, items) scores``.
 
     ``item_vectors`` (aligned with ``candidates``) feed intra-list diversity.
@@ -219,7 +233,7 @@ def evaluate_scorer(score_matrix: ScoreMatrix, valid: pd.DataFrame, seen: pd.Dat
     order = np.argsort(cand, kind="stable")
     cand = cand[order]
     vectors = item_vectors[order] if item_vectors is not None else None
-    out = evaluate_impressions_only(score_matrix, valid)
+    out = evaluate_impressions_only(score_matrix, valid, model)
     relevant = valid[valid["label"] == 1]
-    out.update(retrieval_metrics(score_matrix(users, cand), users, cand, relevant, seen, vectors))
+    out.update(retrieval_metrics(score_matrix(users, cand), users, cand, relevant, seen, vectors, model=model))
     return out

@@ -42,9 +42,9 @@ def gate_decision(candidate: Mapping[str, float], champion: Mapping[str, float] 
     return True, f"{primary} {cand:.4f} beats champion {champ:.4f}"
 
 
-def evaluate_ranker(ranker: BoundRanker, prep: Any) -> dict[str, float]:
+def evaluate_ranker(ranker: BoundRanker, prep: Any, model: str = "model") -> dict[str, float]:
     """Metrics of a bound ranker on prepared validation impressions."""
-    return evaluate_scorer(ranker.score_matrix, prep.valid, prep.seen, np.sort(prep.candidates))
+    return evaluate_scorer(ranker.score_matrix, prep.valid, prep.seen, np.sort(prep.candidates), model=model)
 
 
 def gate(storage: Storage, dt: date, settings: Settings, version: str) -> dict[str, Any]:
@@ -63,8 +63,9 @@ def gate(storage: Storage, dt: date, settings: Settings, version: str) -> dict[s
         requests |= champion.requests(history_end, dt)
     inputs = resolve(storage, requests)
     prep = prepare(interactions_from(inputs, cfg), cfg, settings.interaction_weights)
-    cand_metrics = evaluate_ranker(candidate.bind(inputs), prep)
-    champ_metrics = evaluate_ranker(champion.bind(inputs), prep) if champion is not None else None
+    cand_metrics = evaluate_ranker(candidate.bind(inputs), prep, f"{tt.registered_model} v{version}")
+    champ_metrics = (evaluate_ranker(champion.bind(inputs), prep, f"{tt.registered_model} v{champion.version}")
+                     if champion is not None else None)
     promote, reason = gate_decision(cand_metrics, champ_metrics, tt.primary_metric, tt.guard_metrics,
                                     tt.guard_tolerance)
     client = _client(settings)

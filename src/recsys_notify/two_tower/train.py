@@ -60,9 +60,10 @@ def evaluate_model(model: TwoTower, prep: Prepared, full: bool = True) -> dict[s
     """Impression metrics, plus full-catalogue ones when ``full`` (slower: every user x every candidate)."""
     model.eval()
     if not full:
-        return evaluate_impressions_only(score_matrix_fn(model, prep), prep.valid)
+        return evaluate_impressions_only(score_matrix_fn(model, prep), prep.valid, prep.space.cfg.name)
     vectors = prep.space.item_matrix[prep.space.item_index.get_indexer(np.sort(prep.candidates))]
-    return evaluate_scorer(score_matrix_fn(model, prep), prep.valid, prep.seen, np.sort(prep.candidates), vectors)
+    return evaluate_scorer(score_matrix_fn(model, prep), prep.valid, prep.seen, np.sort(prep.candidates), vectors,
+                           model=prep.space.cfg.name)
 
 
 def fit(prep: Prepared, cfg: ExperimentConfig | None = None, on_epoch: EpochCallback | None = None,
