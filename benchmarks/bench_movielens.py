@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys_notify.two_tower.config import available_experiments, identical_groups, load_experiment
 from recsys_notify.two_tower.history_model import HistoryConfig, fit_history
 from recsys_notify.two_tower.movielens import item_embeddings, read_movielens
 from recsys_notify.two_tower.protocols import PROTOCOLS, Split, evaluate, make_split
@@ -117,11 +118,22 @@ def table(runs: list[dict[str, dict[str, float]]], reference: dict[str, float] |
     return "\n".join(lines)
 
 
+def shipped_config_twins() -> None:
+    """MovieLens has no gem embeddings, so the shipped gem configs run on content: say which coincide."""
+    names = available_experiments("configs/two_tower")
+    configs = [load_experiment(n, "configs/two_tower", {"embedding_source": "content"}) for n in names]
+    groups = identical_groups(configs)
+    distinct = len(names) - sum(len(g) - 1 for g in groups)
+    print(f"shipped configs on MovieLens (embedding_source content): {distinct} distinct models of {len(names)}; "
+          f"identical: {groups}", flush=True)
+
+
 def movielens(data: Path, quick: bool) -> None:
     ratings, items, _ = read_movielens(data)
     items = items.sort_values("item_id").reset_index(drop=True)
     print(f"ML-100K: {len(ratings):,} ratings, {ratings.user_id.nunique()} users, {len(items)} items "
           "(every rating an implicit positive)", flush=True)
+    shipped_config_twins()
     vectors = item_embeddings(items, 64)
     for protocol in PROTOCOLS:
         seeds = [0] if quick or protocol != "random" else [0, 1, 2]

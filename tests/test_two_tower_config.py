@@ -7,6 +7,7 @@ from recsys_notify.two_tower.config import (
     ExperimentConfig,
     LabelRuleError,
     available_experiments,
+    identical_groups,
     load_experiment,
     parse_label_rule,
 )
@@ -79,3 +80,13 @@ def test_sample_weights_and_filters():
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "label"])
     kept = filter_interactions(frame, ExperimentConfig(name="x"))
     assert sorted(kept["user_id"].unique()) == [1] and 9 not in kept["item_id"].values
+
+
+def test_configs_that_cannot_differ_are_reported_as_identical():
+    names = available_experiments("configs/two_tower")
+    assert identical_groups([load_experiment(n, "configs/two_tower") for n in names]) == []
+    on_content = [load_experiment(n, "configs/two_tower", {"embedding_source": "content"}) for n in names]
+    groups = identical_groups(on_content)
+    assert ["dedup_user_history", "simclr_user_history"] in groups
+    assert ["dedup_history_id_features", "simclr_history_id_features"] in groups
+    assert all(len(g) >= 2 for g in groups)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -158,6 +158,19 @@ class ExperimentConfig(BaseModel):
     def params(self) -> dict[str, Any]:
         """Flat MLflow params."""
         return {k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in self.model_dump().items()}
+
+
+def identical_groups(configs: Sequence[ExperimentConfig]) -> list[list[str]]:
+    """Names of configs that would train the same model (equal apart from name and description).
+
+    E.g. on a dataset without gem embeddings every gem config is run on content and equals its content
+    twin: report such groups instead of presenting them as separate models.
+    """
+    groups: dict[str, list[str]] = {}
+    for cfg in configs:
+        key = repr(sorted(cfg.model_dump(exclude={"name", "description"}).items()))
+        groups.setdefault(key, []).append(cfg.name)
+    return [names for names in groups.values() if len(names) > 1]
 
 
 def available_experiments(directory: str | Path) -> list[str]:

@@ -20,7 +20,12 @@ from recsys_notify.core.config import ConfigError, Settings
 from recsys_notify.core.inputs import resolve
 from recsys_notify.core.step import StepResult, parse_params
 from recsys_notify.core.storage import Storage, as_date
-from recsys_notify.two_tower.config import ExperimentConfig, available_experiments, load_experiment
+from recsys_notify.two_tower.config import (
+    ExperimentConfig,
+    available_experiments,
+    identical_groups,
+    load_experiment,
+)
 from recsys_notify.two_tower.data import interactions_from, prepare, train_requests
 from recsys_notify.two_tower.registry import gate
 from recsys_notify.two_tower.train import TrainResult, fit
@@ -52,8 +57,10 @@ def parts(storage: Storage, settings: Settings, dt: date, params: dict[str, Any]
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(f"unknown two-tower experiment(s) {', '.join(unknown)} (known: {', '.join(known)})")
-    for name in names:
-        experiment(settings, name)
+    configs = [experiment(settings, name) for name in names]
+    for group in identical_groups(configs):
+        log.warning("two-tower experiments %s train the same model with these settings (they differ only in "
+                    "name/description): their metrics will be identical", ", ".join(group))
     return names
 
 
@@ -114,7 +121,9 @@ def finish(storage: Storage, settings: Settings, dt: date, params: dict[str, Any
     summary = {"experiments": [{**{k: t[k] for k in ("experiment", "version", "best_epoch", "metrics",
                                                     "mlflow_run_id")}, "gate": g}
                                for t, g in zip(part_results, gates)],
-               "champion_version": gates[-1]["champion_version"], "best_experiment": best["experiment"]}
+               "champion_version": gates[-1]["champion_version"], "best_experiment": best["experiment"],
+               "identical_experiments": identical_groups([experiment(settings, t["experiment"])
+                                                         for t in part_results])}
     return StepResult(NAME, dt, {}, summary, part_results[0]["inputs"], best["mlflow_run_id"],
                       best["mlflow_experiment_id"])
 
