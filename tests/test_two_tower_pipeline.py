@@ -90,6 +90,10 @@ def test_worse_model_is_not_promoted_and_serving_follows_champion(world):
     g = worse["experiments"][0]["gate"]
     assert not g["promoted"], g
     assert g["candidate"]["ndcg_10"] <= g["champion"]["ndcg_10"]
+    # one fixed evaluation set per day and deterministic scoring: the champion scores exactly as when it won
+    first = good["experiments"][0]["gate"]
+    assert g["eval_set"] == first["eval_set"] and g["champion"] == first["candidate"]
+    assert 0.0 < g["champion"]["full_ndcg_10"] < 1.0
     client = MlflowClient(mlflow.get_tracking_uri())
     name = settings.two_tower.registered_model
     assert str(client.get_model_version_by_alias(name, "champion").version) == champion.version

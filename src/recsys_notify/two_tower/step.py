@@ -33,7 +33,8 @@ from recsys_notify.two_tower.train import TrainResult, fit
 NAME = "two_tower"
 log = logging.getLogger(__name__)
 COMPARE_COLUMNS = {"auc": "AUC", "ndcg_5": "NDCG@5", "ndcg_10": "NDCG@10", "mrr": "MRR", "map": "MAP",
-                   "cust_map_10": "CUST-MAP@10", "coverage_10": "coverage"}
+                   "cust_map_10": "CUST-MAP@10", "coverage_10": "coverage", "full_ndcg_10": "full NDCG@10",
+                   "recall_10": "Recall@10"}
 
 
 def _settings(settings: Settings, params: dict[str, Any] | None) -> Settings:
