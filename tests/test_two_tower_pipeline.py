@@ -134,3 +134,16 @@ def test_unknown_experiment_or_bad_override_fails_before_training(storage):
     with pytest.raises(ValueError, match="invalid experiment config.*label_rule"):
         retrain(storage, ["base_dedup"], {"label_rule": "__import__('os')"})
     assert storage.dates("events") == []
+
+
+def test_experiments_that_train_the_same_model_are_reported(storage, caplog):
+    from recsys_notify.two_tower import step as tt
+
+    names = ["dedup_user_history", "simclr_user_history"]
+    params = {"experiments": names, "experiment_overrides": {"embedding_source": "content"}}
+    with caplog.at_level("WARNING", logger="recsys_notify.two_tower.step"):
+        assert tt.parts(storage, get_settings(), DT, params) == names
+    assert "dedup_user_history, simclr_user_history train the same model" in caplog.text
+    caplog.clear()
+    tt.parts(storage, get_settings(), DT, {"experiments": names})
+    assert "train the same model" not in caplog.text
