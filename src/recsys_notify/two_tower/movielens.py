@@ -1,13 +1,9 @@
-"""MovieLens-100K adapter: the same experiment pipeline on real ratings.
+"""MovieLens-100K reader and item features for the full-ranking benchmark (benchmarks/bench_movielens.py).
 
 Reads either the GroupLens layout (``u.data``, ``u.item``, ``u.user``) or RecBole's atomic files
 (``ml-100k.inter``, ``ml-100k.item``, ``ml-100k.user``; the copy shipped in the ``recbole`` wheel).
-Ratings >= 4 are positives and <= 2 negatives; 3s are dropped. They become interactions the label
-rules understand: completion 1.0 for a positive and 0.1 for a negative, ``liked`` for a 5, never
-``shared`` — so every shipped rule (``completion > 0.9``, ``liked or shared or completion > 0.8``, ...)
-labels exactly the ratings >= 4. Item embedding: genres plus hashed title tokens and release year,
+Item embedding: genres plus hashed title tokens and release year,
 reduced by PCA so the dimensions are variance-ordered like the production embeddings.
-Split: per user, the latest ``valid_fraction`` of their ratings (at least one) is the validation impression.
 """
 
 from __future__ import annotations
@@ -19,8 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
-
-from recsys_notify.two_tower.data import Interactions, aggregate
 
 GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
           "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
@@ -94,23 +88,3 @@ def item_embeddings(items: pd.DataFrame, dim: int = 128, seed: int = 0) -> np.nd
     n = min(dim, *x.shape)
     z = PCA(n_components=n, random_state=seed).fit_transform(x - x.mean(0)).astype(np.float32)
     return np.pad(z, ((0, 0), (0, dim - n)))
-
-
-def to_interactions(ratings: pd.DataFrame, items: pd.DataFrame, label_rule: str = "completion > 0.9",
-                    valid_fraction: float = 0.2, dim: int = 128) -> Interactions:
-    """Chronological per-user split into the pipeline's :class:`Interactions`."""
-    r = ratings[ratings["rating"] != 3].sort_values(["user_id", "ts", "item_id"], kind="stable")
-    positive = r["rating"].to_numpy() >= 4
-    events = pd.DataFrame({"user_id": r["user_id"].to_numpy(), "item_id": r["item_id"].to_numpy(),
-                           "ts": r["ts"].to_numpy(), "completion": np.where(positive, 1.0, 0.1),
-                           "watch_time_s": np.where(positive, 100.0, 10.0),
-                           "liked": r["rating"].to_numpy() == 5, "shared": np.zeros(len(r), bool)})
-    n = events.groupby("user_id")["item_id"].transform("size").to_numpy()
-    rank = events.groupby("user_id").cumcount().to_numpy()
-    is_valid = rank >= n - np.maximum(1, np.round(n * valid_fraction)).astype(int)
-    items = items.sort_values("item_id").reset_index(drop=True)
-    matrix = item_embeddings(items, dim)
-    info = {"train_start": str(events["ts"].min().date()), "train_end": str(events["ts"].max().date()),
-            "valid_day": f"last {valid_fraction:.0%} per user"}
-    return Interactions(aggregate(events[~is_valid], label_rule), aggregate(events[is_valid], label_rule),
-                        items["item_id"].to_numpy(np.int64), matrix, np.full(len(items), -1, np.int64), info)
