@@ -10,6 +10,7 @@ checks their permission and records them as the triggering user (``requested_by`
 
 from __future__ import annotations
 
+import threading
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +20,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ValidationError
 
 URL_PREFIX = "/recsys-console"
+CACHED_REFRESHES = 4
+_REFRESHES: dict[tuple[Any, ...], Any] = {}
+_LOCK = threading.Lock()
 PAGE = Path(__file__).with_name("page.html")
 
 
@@ -52,10 +56,12 @@ def _storage_settings() -> tuple[Any, Any]:
 
 
 def load_refresh(storage: Any, settings: Any, dt: date | None) -> Any:
-    """The refresh of ``dt`` (newest when None) with the catalogue as of then and the previous refresh."""
-    from recsys_notify.console.views import Refresh
-    from recsys_notify.core.datasets import GLOBAL_MEDOIDS, ITEMS
-    from recsys_notify.core.inputs import as_of, resolve
+    """The refresh of ``dt`` (newest when None) with the catalogue as of then and the previous refresh.
+
+    Kept in memory per (data root, date, manifest version): a run that rewrites the refresh changes
+    the version, so the page never shows a stale refresh, and paging or searching does not re-read it.
+    """
+    from recsys_notify.core.datasets import GLOBAL_MEDOIDS
 
     dates = storage.dates(GLOBAL_MEDOIDS.name)
     if not dates:
@@ -63,7 +69,21 @@ def load_refresh(storage: Any, settings: Any, dt: date | None) -> Any:
     dt = dt or dates[-1]
     if dt not in dates:
         raise HTTPException(404, f"no global_medoids refresh for {dt} (refreshes: {', '.join(map(str, dates))})")
-    earlier = [d for d in dates if d < dt]
+    # a refresh's four datasets are one commit, so its manifest version identifies what the page shows
+    key = (storage.root_uri, dt, storage.manifest(GLOBAL_MEDOIDS.name, dt).get("version"))
+    with _LOCK:  # endpoints run in a thread pool
+        if key not in _REFRESHES:
+            while len(_REFRESHES) >= CACHED_REFRESHES:
+                _REFRESHES.pop(next(iter(_REFRESHES)))
+            _REFRESHES[key] = _read_refresh(storage, settings, dt, [d for d in dates if d < dt])
+        return _REFRESHES[key]
+
+
+def _read_refresh(storage: Any, settings: Any, dt: date, earlier: list[date]) -> Any:
+    from recsys_notify.console.views import Refresh
+    from recsys_notify.core.datasets import GLOBAL_MEDOIDS, ITEMS
+    from recsys_notify.core.inputs import as_of, resolve
+
     previous = None
     if earlier:
         previous = storage.read(GLOBAL_MEDOIDS.name, earlier[-1], ["cluster_id", "language", "centroid", "item_id"])
@@ -118,7 +138,7 @@ def create_app() -> FastAPI:
         from recsys_notify.console import views
 
         refresh = load_refresh(*_storage_settings(), dt)
-        rows = views.search(views.cluster_rows(refresh), q)
+        rows = views.search(refresh.rows, q)
         return {"dt": refresh.dt.isoformat(), **views.page(rows, page, page_size),
                 "overrides": views.override_rows(refresh.active())}
 

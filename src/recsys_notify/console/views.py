@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -31,8 +32,16 @@ class Refresh:
     previous: pd.DataFrame | None  # the previous refresh's "*" rows (cluster_id, centroid, item_id)
     thumbnail_uri: str
 
+    def __post_init__(self) -> None:
+        self.by_id = self.items.drop_duplicates("item_id", keep="last").set_index("item_id")
+
     def active(self) -> pd.DataFrame:
         return ovr.active(self.history, self.dt)
+
+    @cached_property
+    def rows(self) -> list[dict[str, Any]]:
+        """Every cluster's summary row, computed once per refresh (paging and search reuse it)."""
+        return cluster_rows(self)
 
 
 def _none(value: Any) -> Any:
@@ -52,26 +61,29 @@ def _drift(refresh: Refresh) -> dict[int, float | None]:
     return out
 
 
-def cluster_rows(refresh: Refresh) -> list[dict[str, Any]]:
-    """One summary row per cluster: size, languages, "*" representative, keywords, overrides, drift."""
-    reps, items = refresh.reps, refresh.items.set_index("item_id")
+def cluster_rows(refresh: Refresh, only: int | None = None) -> list[dict[str, Any]]:
+    """One summary row per cluster (or just ``only``): size, languages, "*" representative, keywords, drift."""
+    reps, members = refresh.reps, refresh.members
+    if only is not None:
+        reps, members = reps[reps["cluster_id"] == only], members[members["cluster_id"] == only]
+    captions = refresh.by_id["caption"]
     keywords = refresh.templates.drop_duplicates("cluster_id").set_index("cluster_id")["keywords"]
     active = refresh.active()
-    ids_by_cluster = active[active["action"] == "replace"].groupby("cluster_id")["override_id"].apply(list)
+    replaced = active[active["action"] == "replace"].groupby("cluster_id")["override_id"].agg(list) if len(active) \
+        else pd.Series(dtype=object)
+    languages = reps[reps["language"] != "*"].groupby("cluster_id")["language"].agg(lambda s: sorted(map(str, s)))
+    in_cluster = pd.concat([reps[["cluster_id", "item_id"]], members[["cluster_id", "item_id"]]]).groupby(
+        "cluster_id")["item_id"].agg(lambda s: set(s.astype(int)))
     drift = _drift(refresh)
-    member_ids = refresh.members.groupby("cluster_id")["item_id"].apply(lambda s: s.astype(int).tolist())
+    star = reps[reps["language"] == "*"].sort_values("cluster_id")
     rows = []
-    for cid, group in reps.groupby("cluster_id", sort=True):
-        cid = int(cid)
-        star = group[group["language"] == "*"].iloc[0]
-        item = int(star["item_id"])
+    for cid, item, size, source in zip(star["cluster_id"].astype(int), star["item_id"].astype(int),
+                                       star["cluster_size"].astype(int), star["source"].astype(str)):
         rows.append({
-            "cluster_id": cid, "size": int(star["cluster_size"]),
-            "languages": sorted(lang for lang in group["language"] if lang != "*"),
-            "item_id": item, "caption": str(items["caption"].get(item, "")), "source": str(star["source"]),
-            "keywords": [str(k) for k in keywords.get(cid, [])],
-            "overrides": ids_by_cluster.get(cid, []), "drift": drift.get(cid),
-            "_items": {int(i) for i in group["item_id"]} | set(member_ids.get(cid, [])),
+            "cluster_id": cid, "size": size, "languages": languages.get(cid, []), "item_id": item,
+            "caption": str(captions.get(item, "")), "source": source,
+            "keywords": [str(k) for k in keywords.get(cid, [])], "overrides": replaced.get(cid, []),
+            "drift": drift.get(cid), "_items": in_cluster.get(cid, set()),
         })
     return rows
 
@@ -97,7 +109,7 @@ def page(rows: list[dict[str, Any]], number: int, size: int) -> dict[str, Any]:
 
 
 def _item(refresh: Refresh, item_id: int) -> dict[str, Any]:
-    items = refresh.items.set_index("item_id")
+    items = refresh.by_id
     known = item_id in items.index
     return {"item_id": item_id, "caption": str(items.at[item_id, "caption"]) if known else "",
             "language": str(items.at[item_id, "language"]) if known else None,
@@ -122,7 +134,7 @@ def cluster_detail(refresh: Refresh, cluster_id: int) -> dict[str, Any] | None:
     group = refresh.reps[refresh.reps["cluster_id"] == cluster_id]
     if group.empty:
         return None
-    summary = next(r for r in cluster_rows(refresh) if r["cluster_id"] == cluster_id)
+    summary = cluster_rows(refresh, only=cluster_id)[0]
     reps = []
     for r in group.sort_values("language").to_dict("records"):
         item = _item(refresh, int(r["item_id"]))
