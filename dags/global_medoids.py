@@ -3,7 +3,7 @@
 Trigger with params to change what ships: ``replace_representatives`` pins an item as a
 cluster's representative (optionally for one language), ``block_items`` keeps items out,
 ``revoke_overrides`` ends earlier overrides; ``reason`` is required with any of them (only then) and
-``expires`` (inclusive) bounds them; ``requested_by`` defaults to the logged-in user. Bad params
+``expires`` (inclusive) bounds them; ``requested_by`` is the triggering user. Bad params
 fail the task before anything is computed or written; overrides persist in the ``overrides``
 dataset (audit trail) and apply to every later refresh until they expire. Config keys of
 ``global_medoids`` (``k``, ``niter``, ...) can be overridden for one run too.
