@@ -134,3 +134,6 @@ def test_active_overrides_are_listed(client):
     listed = client.get("/api/clusters", params={"dt": third.isoformat()}).json()["overrides"]
     assert [(o["action"], o["item_id"], o["requested_by"], o["reason"]) for o in listed] == [
         ("block", int(row["item_id"]), "ana", "takedown")]
+    detail = client.get(f"/api/clusters/{int(row['cluster_id'])}", params={"dt": third.isoformat()}).json()
+    assert [o["override_id"] for o in detail["overrides"]] == [listed[0]["override_id"]]  # its item was blocked
+    assert int(row["item_id"]) not in {r["item_id"] for r in detail["representatives"]}

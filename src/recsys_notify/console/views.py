@@ -152,8 +152,10 @@ def cluster_detail(refresh: Refresh, cluster_id: int) -> dict[str, Any] | None:
     preview = [{**_item(refresh, int(r["item_id"])), "distance": round(float(r["distance"]), 4)}
                for r in members.head(MEMBERS_PREVIEW).to_dict("records")]
     active = refresh.active()
-    mine = active[(active["cluster_id"] == cluster_id) | (active["action"] == "block")
-                  & active["item_id"].isin(summary["_items"])] if len(active) else active
+    if len(active):  # overrides of this cluster, and blocks of its items (cluster_id is null for a block)
+        here = active["cluster_id"].eq(cluster_id).fillna(False).astype(bool)
+        blocked = (active["action"] == "block") & active["item_id"].isin(list(summary["_items"])).astype(bool)
+        active = active[here | blocked]
     return {**{k: v for k, v in summary.items() if not k.startswith("_")}, "representatives": reps,
             "templates": templates, "members": preview, "member_count": int(len(members)),
-            "overrides": override_rows(mine)}
+            "overrides": override_rows(active)}
