@@ -140,10 +140,6 @@ def _inline(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return prop
 
 
-def _optional(prop: dict[str, Any]) -> bool:
-    return any(b.get("type") == "null" for b in prop.get("anyOf", []))
-
-
 def _without_default(prop: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in prop.items() if k != "default"}
 
