@@ -158,7 +158,7 @@ def test_override_param_changes_the_representative(stack, storage):
     members = members[(members["cluster_id"] == row["cluster_id"]) & (members["item_id"] != row["item_id"])]
     new_item = int(members.sort_values("distance")["item_id"].iloc[-1])
     conf = {"replace_representatives": [{"cluster_id": int(row["cluster_id"]), "item_id": new_item, "language": "*"}],
-            "reason": "e2e: campaign item", "requested_by": "e2e"}
+            "reason": "e2e: campaign item"}  # requested_by: the triggering user
     # Ops pins a campaign item for the last day; notifications (unpaused now) get queued by the user_medoids asset.
     stack.unpause("notifications")
     stack.run("user_medoids", iso(END))

@@ -203,3 +203,48 @@ def test_second_trigger_same_date_keeps_first_requests_and_retry_is_idempotent(r
     gm.run(storage, settings, day1, {**revoke, "run_id": "manual__c"})  # retry: revocation not refused
     audit = storage.read("overrides", day1).set_index("run_id")
     assert audit.loc["manual__a", "revoked_run_id"] == "manual__c" and pd.isna(audit.loc["manual__b", "revoked_dt"])
+
+
+def test_override_for_an_earlier_date_repairs_later_refreshes(refreshed):
+    """A refresh that already ran for a later covered date is re-materialised with the override."""
+    storage, settings = refreshed
+    gm.run(storage, settings, DAY)
+    _, pick, _ = _two_items(storage, 2)
+    later, past_expiry = DAY + timedelta(days=7), DAY + timedelta(days=14)
+    gm.run(storage, settings, later)
+    gm.run(storage, settings, past_expiry)
+    clusters_before = storage.read("global_clusters", later)
+    request = {"replace_representatives": [{"cluster_id": 2, "item_id": pick}], "reason": "campaign",
+               "requested_by": "ana", "expires": (DAY + timedelta(days=10)).isoformat(), "run_id": "manual__x"}
+    result = gm.run(storage, settings, DAY + timedelta(days=1), request)
+    assert result.summary["repaired_dates"] == [later.isoformat(), past_expiry.isoformat()]
+
+    reps = storage.read("global_medoids", later).set_index(["cluster_id", "language"])
+    assert (reps.loc[(2, "*"), "item_id"], reps.loc[(2, "*"), "source"]) == (pick, "override")
+    assert storage.read("overrides", later)["run_id"].tolist() == ["manual__x"]
+    pd.testing.assert_frame_equal(storage.read("global_clusters", later), clusters_before)  # only the override
+    expired = storage.read("global_medoids", past_expiry).set_index(["cluster_id", "language"])
+    assert expired.loc[(2, "*"), "source"] == "kmeans"  # past its expiry, but still in the audit trail:
+    assert storage.read("overrides", past_expiry)["run_id"].tolist() == ["manual__x"]
+
+
+def test_covered_later_dates():
+    days = [DAY + timedelta(days=i) for i in (0, 3, 7, 14)]
+    block = OverrideParams(block_items=[1], reason="x", requested_by="y", expires=DAY + timedelta(days=3))
+    assert gm.covered_later_dates(days, DAY, OverrideParams()) == []
+    assert gm.covered_later_dates(days, DAY + timedelta(days=1), block) == days[1:]  # history carried past expiry
+
+
+def test_projection_draws_overrides_above_every_kmeans_point():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    override = np.array([True, False, False, False])
+    gm.draw_projection(ax, np.zeros(4), np.zeros(4), np.full(4, 20.0), override)  # all at one spot
+    blue, red = ax.collections
+    assert red.get_zorder() > blue.get_zorder()
+    assert red.get_offsets().tolist() == [[0.0, 0.0]] and len(blue.get_offsets()) == 3
+    plt.close(fig)

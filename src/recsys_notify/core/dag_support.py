@@ -62,6 +62,9 @@ def run_date(context: Mapping[str, Any]) -> date:
         return max(logical.date(), (end - timedelta(days=1)).date())
     if logical is not None:
         return logical.date()
+    requested = (context.get("params") or {}).get(RUN_DATE_PARAM)
+    if requested:
+        return date.fromisoformat(str(requested))
     days = []
     for events in (context.get("triggering_asset_events") or {}).values():
         days += [e.extra["dt"] for e in events if e.extra and "dt" in e.extra]
@@ -108,8 +111,22 @@ def step_params(step: str) -> dict[str, Param]:
                 continue  # filled from the Airflow run (who triggered it, its run id)
             prop = _inline(prop, run_schema.get("$defs", {}))
             default = run_model.model_fields[name].get_default(call_default_factory=True)
-            out[name] = Param(default, **(_nullable(prop) if _optional(prop) else _without_default(prop)))
+            # nullable: an empty field means "not given" (the model's default), so the form never requires it
+            out[name] = Param(default, **_nullable(prop))
     return out
+
+
+RUN_DATE_PARAM = "date"
+
+
+def run_date_param() -> dict[str, Param]:
+    """The ``date`` Param: the day a manual trigger without a logical date processes.
+
+    Airflow allows one run per logical date, so a second trigger for a day (another ops request)
+    is sent with ``logical_date: null`` and ``conf.date``; its run id is unique.
+    """
+    return {RUN_DATE_PARAM: Param(None, type=["null", "string"], format="date",
+                                  description="day to process (YYYY-MM-DD) when triggered without a logical date")}
 
 
 def _inline(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -121,10 +138,6 @@ def _inline(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(prop, list):
         return [_inline(v, defs) for v in prop]
     return prop
-
-
-def _optional(prop: dict[str, Any]) -> bool:
-    return any(b.get("type") == "null" for b in prop.get("anyOf", []))
 
 
 def _without_default(prop: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +163,8 @@ def _nullable(prop: dict[str, Any]) -> dict[str, Any]:
 # ----- running a step from a task -----
 
 def _params(spec: StepSpec, context: Mapping[str, Any]) -> dict[str, Any]:
-    params = {k: v for k, v in dict(context.get("params") or {}).items() if v is not None}
+    params = {k: v for k, v in dict(context.get("params") or {}).items()
+              if v is not None and k != RUN_DATE_PARAM}
     if "run_id" in spec.context_fields:
         params["run_id"] = context["run_id"]
     if "requested_by" in spec.context_fields and not params.get("requested_by"):

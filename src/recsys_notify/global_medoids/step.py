@@ -74,9 +74,35 @@ def _previous(inputs: Inputs) -> tuple[date | None, np.ndarray, np.ndarray]:
 
 
 def run(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None = None) -> StepResult:
-    """Recompute global medoids for ``dt``; invalid override params fail before anything is written."""
+    """Recompute global medoids for ``dt``, then re-materialise later refreshes the request covers.
+
+    Invalid override params fail before anything is written. An override requested for ``dt`` also
+    covers refreshes that already ran for later dates: each is recomputed from its own inputs,
+    oldest first, so its representatives (while the override is in force) and its audit history
+    include the request; the refresh is deterministic, so nothing else in it changes.
+    """
     settings, request = parse_params(settings, NAME, params, OverrideParams)
     assert isinstance(request, OverrideParams)
+    result = _refresh(storage, settings, dt, request)
+    repaired = []
+    for later in covered_later_dates(storage.dates(GLOBAL_MEDOIDS.name), dt, request):
+        _refresh(storage, settings, later, OverrideParams(run_id=f"{request.run_id}:repair"))
+        repaired.append(later.isoformat())
+    result.summary["repaired_dates"] = repaired
+    return result
+
+
+def covered_later_dates(refreshed: list[date], dt: date, request: OverrideParams) -> list[date]:
+    """Already-refreshed dates after ``dt`` that ``request`` changes (ascending; none for a plain refresh).
+
+    Every later one, also past ``expires``: each refresh's ``overrides`` snapshot is the history the
+    next refresh builds on, so the audit trail must carry the request forward.
+    """
+    return [] if request.empty else [d for d in sorted(refreshed) if d > dt]
+
+
+def _refresh(storage: Storage, settings: Settings, dt: date, request: OverrideParams) -> StepResult:
+    """One refresh of ``dt`` with ``request`` applied (validated before anything is written)."""
     cfg = settings.global_medoids
     ops_templates = load_ops_templates(resolve_path(cfg.templates_path))
     inputs = resolve_inputs(storage, settings, dt)
@@ -201,9 +227,14 @@ def _projection_plot(overall: pd.DataFrame) -> None:
     size = 8 + 4 * np.sqrt(overall["cluster_size"].to_numpy())
     override = overall["source"].to_numpy() == "override"
     with tracking.logged_figure("global_medoids_2d.png", figsize=(6, 6)) as (_, ax):
-        ax.scatter(xy[~override, 0], y[~override], s=size[~override], c="tab:blue", alpha=0.6, label="kmeans")
-        if override.any():
-            ax.scatter(xy[override, 0], y[override], s=size[override] * 1.5, c="tab:red", edgecolors="black",
-                       zorder=3, label="ops override")
-        ax.legend(loc="best")
-        ax.set_title("Global medoids (PCA of representatives)")
+        draw_projection(ax, xy[:, 0], y, size, override)
+
+
+def draw_projection(ax: Any, x: np.ndarray, y: np.ndarray, size: np.ndarray, override: np.ndarray) -> None:
+    """KMeans representatives in blue, then ops overrides in red above every blue point (zorder and order)."""
+    ax.scatter(x[~override], y[~override], s=size[~override], c="tab:blue", alpha=0.6, zorder=2, label="kmeans")
+    if override.any():
+        ax.scatter(x[override], y[override], s=size[override] * 1.5, c="tab:red", edgecolors="black", zorder=3,
+                   label="ops override")
+    ax.legend(loc="best")
+    ax.set_title("Global medoids (PCA of representatives)")
