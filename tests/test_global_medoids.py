@@ -11,6 +11,7 @@ import pytest
 from recsys_notify.core.config import ConfigError, get_settings, load_settings
 from recsys_notify.core.embeddings import l2_normalize
 from recsys_notify.core.step import parse_params
+from recsys_notify.core.storage import MissingPartitionError
 from recsys_notify.global_medoids import medoids as gm_compute
 from recsys_notify.global_medoids import overrides as ovr
 from recsys_notify.global_medoids import step as gm
@@ -203,3 +204,19 @@ def test_second_trigger_same_date_keeps_first_requests_and_retry_is_idempotent(r
     gm.run(storage, settings, day1, {**revoke, "run_id": "manual__c"})  # retry: revocation not refused
     audit = storage.read("overrides", day1).set_index("run_id")
     assert audit.loc["manual__a", "revoked_run_id"] == "manual__c" and pd.isna(audit.loc["manual__b", "revoked_dt"])
+
+
+def test_refresh_on_stale_user_medoids_fails_naming_date_and_producer(refreshed):
+    storage, settings = refreshed
+    gm.run(storage, settings, DAY + timedelta(days=7))  # 7 days old: the default limit, accepted
+    late = date(2027, 6, 1)
+    with pytest.raises(MissingPartitionError) as err:
+        gm.run(storage, settings, late)
+    message = str(err.value)
+    assert f"user_medoids partition is {DAY}, {(late - DAY).days} days old" in message
+    assert "the user_medoids DAG" in message and "global_medoids.max_input_age_days = 7" in message
+    assert storage.dates("global_medoids") == [DAY + timedelta(days=7)]  # nothing committed for the late date
+    relaxed = load_settings(environ={"RECSYS__DATA_ROOT": str(storage.root),
+                                     "RECSYS__GLOBAL_MEDOIDS__K": "12",
+                                     "RECSYS__GLOBAL_MEDOIDS__MAX_INPUT_AGE_DAYS": "365"})
+    assert gm.run(storage, relaxed, late).summary["user_medoids_dt"] == DAY.isoformat()

@@ -146,6 +146,14 @@ class GlobalMedoidSettings(_Strict):
     """keywords per automatic template"""
     template_variants: int = Field(3, ge=1, le=3)
     """automatic template variants per cluster"""
+    max_input_age_days: int = Field(7, ge=0, le=3650)
+    """fail when the newest user medoids are older than this many days (a stale refresh)"""
+    trigger: Literal["schedule", "drift"] = "schedule"
+    """schedule: refresh on every run; drift: refresh only when user medoids drifted past a threshold"""
+    drift_max_uncovered: float = Field(0.05, ge=0, le=1)
+    """drift trigger: share of user-medoid items farther than match_max_distance from every centroid"""
+    drift_max_churn: float = Field(0.2, ge=0, le=1)
+    """drift trigger: share of clustered items whose nearest current centroid is not their cluster's"""
 
     @field_validator("schedule")
     @classmethod

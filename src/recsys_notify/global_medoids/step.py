@@ -29,7 +29,7 @@ from recsys_notify.core.datasets import (
     ContractError,
 )
 from recsys_notify.core.embeddings import VECTORS, item_vectors, l2_normalize, vectors_request
-from recsys_notify.core.inputs import Inputs, as_of, day, newest, resolve
+from recsys_notify.core.inputs import Inputs, as_of, check_fresh, day, newest, resolve
 from recsys_notify.core.step import StepResult, parse_params
 from recsys_notify.core.storage import Storage
 from recsys_notify.core.templates import load_ops_templates
@@ -80,6 +80,7 @@ def run(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] |
     cfg = settings.global_medoids
     ops_templates = load_ops_templates(resolve_path(cfg.templates_path))
     inputs = resolve_inputs(storage, settings, dt)
+    check_fresh(inputs, NAME, dt, cfg.max_input_age_days, "global_medoids.max_input_age_days")
     medoids = inputs.frame("user_medoids", ["user_id", "item_id"])
     um_day = inputs["user_medoids"].dates[0]
     if medoids.empty:
