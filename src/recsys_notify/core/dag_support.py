@@ -112,6 +112,18 @@ def step_params(step: str) -> dict[str, Param]:
     return out
 
 
+def model_params(model: Any) -> dict[str, Param]:
+    """Trigger-form Params of a pydantic model (a non-step task's params); a required field defaults to empty."""
+    schema = model.model_json_schema()
+    out = {}
+    for name, prop in schema["properties"].items():
+        prop = _inline(prop, schema.get("$defs", {}))
+        field = model.model_fields[name]
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        out[name] = Param(default, **(_nullable(prop) if default is None else _without_default(prop)))
+    return out
+
+
 def _inline(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     """The JSON schema with ``$ref`` to ``$defs`` replaced by the definitions (the trigger form needs them inline)."""
     if isinstance(prop, dict):
@@ -184,6 +196,25 @@ def _call(step: str, context: Mapping[str, Any], function: str, *args: Any, skip
         if skip_missing and _run_type(context) == "scheduled":
             raise AirflowSkipException(f"upstream not ready, the asset-triggered run will process it: {exc}") from exc
         raise
+
+
+def run_study(target: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    """Call ``module:function(storage, settings, params)`` (a study over a date range, not a step of one day).
+
+    Bad params or config fail the task without retries, like a step's.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from recsys_notify.core.config import ConfigError
+    from recsys_notify.core.storage import storage_from_settings
+
+    module, function = target.split(":")
+    settings = get_settings()
+    params = {k: v for k, v in dict(context.get("params") or {}).items() if v is not None}
+    try:
+        return getattr(importlib.import_module(module), function)(storage_from_settings(settings), settings, params)
+    except ConfigError as exc:
+        raise AirflowFailException(f"error: {exc}") from exc
 
 
 def run_step(step: str, context: Mapping[str, Any], skip_missing: bool = False) -> dict[str, Any]:

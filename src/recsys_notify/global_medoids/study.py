@@ -97,8 +97,8 @@ def replay(storage: Storage, settings: Settings, study: StudyParams) -> tuple[pd
     current: dict[int, GlobalSet] = {}
     chosen: dict[int, pd.Series] = {}
     rows = []
-    for dt in days:
-        inputs = day_inputs(storage, settings, dt)
+    resolved = {dt: day_inputs(storage, settings, dt) for dt in days}  # a missing day fails before any replay
+    for dt, inputs in resolved.items():
         tables = day_tables(inputs, settings, dt)
         next_day = inputs.frame("next_day", ["user_id", "item_id", "completion", "liked"])
         for n in study.every:
@@ -111,7 +111,8 @@ def replay(storage: Storage, settings: Settings, study: StudyParams) -> tuple[pd
             result = notify(dense, settings, None, VERSION)
             metrics = evaluate(dense, result.index, result.outbox, next_day, settings.notifications)
             sent = result.outbox.set_index("user_id")["cluster_id"]
-            rows.append({"every": n, "dt": dt, "refreshed": refreshed, "refresh_seconds": gs.seconds if refreshed else 0.0,
+            rows.append({"every": n, "dt": dt, "refreshed": refreshed,
+                         "refresh_seconds": gs.seconds if refreshed else 0.0,
                          "clusters": len(gs.cluster_ids), "set_age_days": (dt - gs.dt).days,
                          "evaluated": int(metrics.get("evaluated_users", 0)),
                          "hit_rate_item": metrics.get("hit_rate_item", 0.0),
