@@ -220,3 +220,53 @@ def test_refresh_on_stale_user_medoids_fails_naming_date_and_producer(refreshed)
                                      "RECSYS__GLOBAL_MEDOIDS__K": "12",
                                      "RECSYS__GLOBAL_MEDOIDS__MAX_INPUT_AGE_DAYS": "365"})
     assert gm.run(storage, relaxed, late).summary["user_medoids_dt"] == DAY.isoformat()
+
+
+def test_drift_trigger_skips_calm_refreshes_and_refreshes_on_drift_or_ops_request(refreshed):
+    import mlflow
+
+    from recsys_notify.notifications import step as notifications
+
+    storage, settings = refreshed
+    drift = load_settings(environ={"RECSYS__DATA_ROOT": str(storage.root), "RECSYS__GLOBAL_MEDOIDS__K": "12",
+                                   "RECSYS__GLOBAL_MEDOIDS__TRIGGER": "drift"})
+    first = DAY - timedelta(days=1)
+    medoids = storage.read("user_medoids", DAY)
+    medoids = medoids[medoids["item_id"].isin(upto(storage, "items", first)["item_id"])]
+    for day in (first, DAY):  # the same medoids on both days (items that exist on both)
+        storage.write("user_medoids", day, medoids)
+    assert gm.run(storage, drift, first).summary["clusters"] == 12  # no previous refresh: always refreshes
+    day2, day3 = DAY + timedelta(days=1), DAY + timedelta(days=2)
+    calm = gm.run(storage, drift, DAY)  # nothing moved since the refresh
+    assert calm.summary["skipped"] and calm.outputs == {}
+    assert calm.summary["uncovered_growth"] == 0.0 and calm.summary["assignment_churn"] == 0.0
+    assert storage.dates("global_medoids") == [first]
+    assert notifications.resolve_inputs(storage, drift, DAY)["global_medoids"].dates == [first]  # keep the set
+    run = mlflow.MlflowClient().get_run(calm.mlflow_run_id)
+    assert run.data.tags["refresh"] == "skipped" and "drift below thresholds" in run.data.tags["skip_reason"]
+    assert run.data.metrics["refreshed"] == 0.0
+
+    current = int(storage.read("global_medoids", first)["item_id"].iloc[0])  # an ops request ships regardless
+    ops = gm.run(storage, drift, day2, {"block_items": [current], "reason": "takedown", "requested_by": "ops"})
+    assert ops.summary["refreshed"] and storage.dates("global_medoids") == [first, day2]
+
+    items = upto(storage, "items", DAY)["item_id"].to_numpy()
+    medoids["item_id"] = np.random.default_rng(0).choice(items, len(medoids))  # interests moved everywhere
+    storage.write("user_medoids", day3, medoids)
+    moved = gm.run(storage, drift, day3).summary
+    assert moved["refreshed"] and moved["assignment_churn"] > drift.global_medoids.drift_max_churn
+    assert storage.dates("global_medoids") == [first, day2, day3]
+
+
+def test_skipped_step_result_marks_the_airflow_task_skipped_without_asset_events():
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from recsys_notify.core.dag_support import _published
+    from recsys_notify.core.step import StepResult
+
+    events: dict = {}
+    skipped = StepResult("global_medoids", DAY, {}, {"skipped": True, "skip_reason": "drift below thresholds"},
+                         mlflow_run_id="abc")
+    with pytest.raises(AirflowSkipException, match="drift below thresholds.*MLflow run abc"):
+        _published("global_medoids", {"outlet_events": events}, skipped)
+    assert events == {}

@@ -150,10 +150,10 @@ class GlobalMedoidSettings(_Strict):
     """fail when the newest user medoids are older than this many days (a stale refresh)"""
     trigger: Literal["schedule", "drift"] = "schedule"
     """schedule: refresh on every run; drift: refresh only when user medoids drifted past a threshold"""
-    drift_max_uncovered: float = Field(0.05, ge=0, le=1)
-    """drift trigger: share of user-medoid items farther than match_max_distance from every centroid"""
-    drift_max_churn: float = Field(0.2, ge=0, le=1)
-    """drift trigger: share of clustered items whose nearest current centroid is not their cluster's"""
+    drift_max_uncovered: float = Field(0.01, ge=0, le=1)
+    """drift trigger: refresh when the share of user-medoid items beyond match_max_distance grew more than this"""
+    drift_max_churn: float = Field(0.3, ge=0, le=1)
+    """drift trigger: refresh above this mean share of users' medoid importance that moved between clusters"""
 
     @field_validator("schedule")
     @classmethod

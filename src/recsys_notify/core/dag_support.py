@@ -237,7 +237,17 @@ def finish_step(step: str, context: Mapping[str, Any], part_results: list[dict[s
 
 
 def _published(step: str, context: Mapping[str, Any], result: Any) -> dict[str, Any]:
+    """Outlet events for the run's date; a run that decided to write nothing (``summary.skipped``) is skipped.
+
+    A skipped task shows its state in the grid with the reason in its log, and emits no asset event,
+    so consumers keep reading the previous partition.
+    """
+    from airflow.sdk.exceptions import AirflowSkipException
+
     out = result.to_dict()
+    if out["summary"].get("skipped"):
+        raise AirflowSkipException(f"{step} for {out['dt']} skipped: {out['summary'].get('skip_reason', '')} "
+                                   f"(MLflow run {out.get('mlflow_run_id')})")
     for outlet in assets_of(step):
         context["outlet_events"][outlet].extra = {"dt": out["dt"]}
     return out

@@ -3,10 +3,11 @@
 * :func:`refresh` is one global-medoid refresh without ops overrides (KMeans, stable ids against the
   previous set, representatives, automatic templates) held in memory: the replay study calls it on
   the user medoids already in storage and never writes a ``global_medoids`` partition.
-* :func:`measure_drift` is what the drift trigger compares with its thresholds: the share of
-  user-medoid items farther than ``match_max_distance`` from every current centroid (interests the
-  clustering does not cover) and the assignment churn (share of users whose dominant cluster
-  changed since the refresh's user medoids).
+* :func:`measure_drift` is what the drift trigger compares with its thresholds: how much the share
+  of user-medoid items farther than ``match_max_distance`` from every current centroid (interests the
+  clustering does not cover) grew since the refresh's own user medoids, and the assignment churn
+  (how much of users' medoid importance moved between clusters since then: mean total-variation
+  distance per user).
 * :func:`recommend` picks a policy from the study's table by the one-standard-error rule.
 """
 
@@ -75,12 +76,11 @@ def nearest(X: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return rows[:, 0].astype(np.int64), (1.0 - sims[:, 0]).astype(np.float64)
 
 
-def dominant_cluster(medoids: pd.DataFrame, item_cluster: pd.Series) -> pd.Series:
-    """Per user the cluster (row) holding the most of their medoid importance (ties: the lowest row)."""
+def cluster_shares(medoids: pd.DataFrame, item_cluster: pd.Series) -> pd.Series:
+    """Per (user, cluster row) the share of the user's medoid importance in that cluster."""
     frame = medoids.assign(cluster=item_cluster.reindex(medoids["item_id"]).to_numpy())
-    weight = frame.groupby(["user_id", "cluster"])["importance"].sum().reset_index()
-    weight = weight.sort_values(["user_id", "importance", "cluster"], ascending=[True, False, True])
-    return weight.drop_duplicates("user_id").set_index("user_id")["cluster"]
+    weight = frame.groupby(["user_id", "cluster"])["importance"].sum()
+    return weight / weight.groupby(level="user_id").transform("sum")
 
 
 def measure_drift(now: pd.DataFrame, then: pd.DataFrame | None, vectors: dict[int, np.ndarray],
@@ -88,20 +88,31 @@ def measure_drift(now: pd.DataFrame, then: pd.DataFrame | None, vectors: dict[in
     """How far user medoids moved from a refresh's centroids.
 
     ``now`` / ``then``: user medoids (user_id, item_id, importance) of the run date and of the
-    refresh's date (None: churn is not measured); ``vectors``: unit vector per item id.
+    refresh's date (None: churn is not measured and the growth is the whole uncovered share);
+    ``vectors``: unit vector per item id. With few clusters some items are always far from every
+    centroid, so the trigger looks at the growth of that share, not at its level.
     """
     items = np.unique(np.concatenate([now["item_id"].to_numpy(np.int64)]
                                      + ([then["item_id"].to_numpy(np.int64)] if then is not None else [])))
     rows, distance = nearest(np.stack([vectors[int(i)] for i in items]), centroids)
     item_cluster = pd.Series(rows, index=items)
-    current = np.isin(items, now["item_id"].to_numpy(np.int64))
-    out = {"uncovered_share": float((distance[current] > max_distance).mean()) if current.any() else 0.0,
-           "assignment_churn": 0.0, "users_compared": 0.0}
+    def uncovered(frame: pd.DataFrame) -> float:
+        mask = np.isin(items, frame["item_id"].to_numpy(np.int64))
+        return float((distance[mask] > max_distance).mean()) if mask.any() else 0.0
+
+    out = {"uncovered_share": uncovered(now), "uncovered_at_refresh": 0.0, "assignment_churn": 0.0,
+           "users_compared": 0.0}
+    out["uncovered_growth"] = out["uncovered_share"]
     if then is not None:
-        a, b = dominant_cluster(then, item_cluster), dominant_cluster(now, item_cluster)
-        common = a.index.intersection(b.index)
+        out["uncovered_at_refresh"] = uncovered(then)
+        out["uncovered_growth"] = max(0.0, out["uncovered_share"] - out["uncovered_at_refresh"])
+        a, b = cluster_shares(then, item_cluster), cluster_shares(now, item_cluster)
+        common = a.index.get_level_values("user_id").unique().intersection(b.index.get_level_values("user_id"))
         if len(common):
-            out["assignment_churn"] = float((a[common] != b[common]).mean())
+            a = a[a.index.get_level_values("user_id").isin(common)]
+            b = b[b.index.get_level_values("user_id").isin(common)]
+            moved = a.sub(b, fill_value=0.0).abs().groupby(level="user_id").sum() / 2  # total variation per user
+            out["assignment_churn"] = float(moved.mean())
             out["users_compared"] = float(len(common))
     return out
 
