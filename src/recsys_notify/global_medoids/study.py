@@ -11,7 +11,7 @@ Nothing is written to storage: production data is never touched.
 Every day is replayed as if nothing had been sent before (no delivery history, no ops overrides,
 no champion), so the policies differ only in their global medoids. Per policy it reports item and
 cluster hit rate (pooled over the days' evaluated users), stability (mean share of users notified on
-two consecutive days whose chosen cluster changed) and compute time (refreshes only); MLflow gets one
+two consecutive days whose chosen cluster changed) and compute time (CPU seconds of the refreshes); MLflow gets one
 parent run with a child run per policy, the table, a quality-vs-cost plot and the recommendation.
 """
 
@@ -141,7 +141,7 @@ def summarise(daily: pd.DataFrame) -> pd.DataFrame:
 def format_table(table: pd.DataFrame) -> str:
     """The per-policy table as Markdown (what the CLI, the benchmark and the docs print)."""
     lines = ["| refresh every | item hit rate | cluster hit rate | users whose cluster changed | refreshes | "
-             "compute (s) |", "|---|---|---|---|---|---|"]
+             "compute (CPU s) |", "|---|---|---|---|---|---|"]
     for r in table.itertuples():
         lines.append(f"| {r.every} d | {r.hit_rate_item:.4f} | {r.hit_rate_cluster:.4f} | {r.cluster_changed:.1%} | "
                      f"{r.refreshes} | {r.compute_seconds:.2f} |")
