@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import numpy as np
 import pytest
 
 from recsys_notify.core.config import ConfigError, load_settings
@@ -74,3 +75,37 @@ def test_range_with_a_missing_day_fails_before_replaying_naming_the_partition(dr
     storage.write("user_medoids", END, storage.read("user_medoids", LAST))
     with pytest.raises(MissingPartitionError, match=f"events has no partition for {END + timedelta(days=1)}"):
         study.replay(storage, settings, study.parse({"start": LAST, "end": END}))
+
+
+def test_cli_prints_the_table_and_rejects_bad_policies(drifting, monkeypatch, capsys):
+    from recsys_notify.cli import main
+
+    storage, _ = drifting
+    monkeypatch.setenv("RECSYS__DATA_ROOT", storage.root)
+    monkeypatch.setenv("RECSYS__GLOBAL_MEDOIDS__K", "40")
+    assert main(["refresh-policy", "--start", str(LAST), "--end", str(LAST), "--every", "1,2"]) == 0
+    out = capsys.readouterr().out
+    assert "| 1 d |" in out and "| 2 d |" in out and "recommendation: refresh every" in out
+    assert main(["refresh-policy", "--start", str(LAST), "--end", str(LAST), "--every", "1,x"]) == 2
+    assert "error: --every must be comma-separated" in capsys.readouterr().err
+
+
+def test_interest_drift_moves_users_to_the_trending_topic_and_publishes_its_videos(tmp_path):
+    from recsys_notify.synthetic import GeneratorConfig, build_world, drift_interests, generate
+
+    cfg = GeneratorConfig(users=300, items=500, days=4, seed=3, interest_drift=0.5)
+    world = build_world(cfg)
+    trend = world.trend_topics[0]
+    assert (world.item_created_day[world.item_topic == trend] >= 0).all()  # a trend is new videos
+    before = (world.user_topics == trend).any(axis=1).sum()
+    moved = drift_interests(cfg, world, 1)
+    assert 0.35 * 300 < len(moved) < 0.65 * 300 and (world.user_topics[moved] == trend).any(axis=1).all()
+    assert (world.user_topics == trend).any(axis=1).sum() == before + len(moved)
+    assert np.allclose(world.user_weights.sum(axis=1), 1.0)
+    calm = build_world(GeneratorConfig(users=300, items=500, days=4, seed=3))
+    assert len(drift_interests(GeneratorConfig(users=300, items=500, days=4, seed=3), calm, 1)) == 0
+    storage = Storage(str(tmp_path / "w"))
+    generate(storage, cfg)
+    assert len(storage.dates("truth_users")) == cfg.days  # the start, then the changed users of each later day
+    with pytest.raises(ValueError, match="interest_drift"):
+        GeneratorConfig(interest_drift=1.5)
