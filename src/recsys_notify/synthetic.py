@@ -8,7 +8,8 @@ preferred styles; engagement (completion, like, share) rises with topic weight *
 so engagement depends on more than content, which is what the generic embedding model must learn.
 
 Activity is heavy-tailed (lognormal, median ~40 and p99.9 ~2000 interactions per 14 days),
-item popularity is Pareto-skewed, new items appear every day, events come in sessions.
+item popularity is Pareto-skewed, new items appear every day, events come in sessions. With
+``interest_drift`` > 0 interests move over time: trending topics (new videos) that users take up.
 All sampling is vectorised numpy; events are generated, validated and written one day at a time in
 blocks of users, so memory stays bounded for a million users.
 """
