@@ -78,8 +78,7 @@ def _drift(inputs: Inputs, settings: Settings, centroids: np.ndarray) -> dict[st
     return measure_drift(now, then, vectors, centroids, settings.global_medoids.match_max_distance)
 
 
-def _skip(storage: Storage, settings: Settings, dt: date, inputs: Inputs, prev_day: date | None,
-          drift: dict[str, float]) -> StepResult:
+def _skip(settings: Settings, dt: date, inputs: Inputs, prev_day: date | None, drift: dict[str, float]) -> StepResult:
     """Record a refresh the drift trigger skipped: MLflow run and a result that says why (nothing written)."""
     import mlflow
 
@@ -137,7 +136,7 @@ def run(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] |
         drift = _drift(inputs, settings, prev_centroids)
         calm = drift["uncovered_growth"] <= cfg.drift_max_uncovered and drift["assignment_churn"] <= cfg.drift_max_churn
         if calm and request.empty:  # an ops request always refreshes: its overrides must ship
-            return _skip(storage, settings, dt, inputs, prev_day, drift)
+            return _skip(settings, dt, inputs, prev_day, drift)
 
     item_ids, matrix = item_vectors(inputs, settings.embedding.source, settings.embedding.trimmed_dim,
                                     item_ids=np.unique(medoids["item_id"].to_numpy(np.int64)))
@@ -180,7 +179,8 @@ def run(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] |
                      "schedule": cfg.schedule, "trigger": cfg.trigger, "embedding_source": settings.embedding.source,
                      "trimmed_dim": settings.embedding.trimmed_dim, "match_max_distance": cfg.match_max_distance,
                      "user_medoids_dt": um_day, "previous_refresh": prev_day, "date": dt}
-    with tracking.tracked_run(NAME, f"{NAME} {dt}", params=params_logged, tags={"dt": dt.isoformat(), "step": NAME},
+    with tracking.tracked_run(NAME, f"{NAME} {dt}", params=params_logged,
+                              tags={"dt": dt.isoformat(), "step": NAME, "refresh": "refreshed"},
                               settings=settings) as active:
         written = storage.write_many(dt, {GLOBAL_CLUSTERS.name: clusters, GLOBAL_MEDOIDS.name: reps,
                                           TEMPLATES.name: templates, OVERRIDES.name: new_hist},
