@@ -11,6 +11,7 @@ import pytest
 from recsys_notify.core.config import ConfigError, get_settings, load_settings
 from recsys_notify.core.embeddings import l2_normalize
 from recsys_notify.core.step import parse_params
+from recsys_notify.core.storage import MissingPartitionError
 from recsys_notify.global_medoids import medoids as gm_compute
 from recsys_notify.global_medoids import overrides as ovr
 from recsys_notify.global_medoids import step as gm
@@ -248,3 +249,69 @@ def test_projection_draws_overrides_above_every_kmeans_point():
     assert red.get_zorder() > blue.get_zorder()
     assert red.get_offsets().tolist() == [[0.0, 0.0]] and len(blue.get_offsets()) == 3
     plt.close(fig)
+
+
+def test_refresh_on_stale_user_medoids_fails_naming_date_and_producer(refreshed):
+    storage, settings = refreshed
+    gm.run(storage, settings, DAY + timedelta(days=7))  # 7 days old: the default limit, accepted
+    late = date(2027, 6, 1)
+    with pytest.raises(MissingPartitionError) as err:
+        gm.run(storage, settings, late)
+    message = str(err.value)
+    assert f"user_medoids partition is {DAY}, {(late - DAY).days} days old" in message
+    assert "the user_medoids DAG" in message and "global_medoids.max_input_age_days = 7" in message
+    assert storage.dates("global_medoids") == [DAY + timedelta(days=7)]  # nothing committed for the late date
+    relaxed = load_settings(environ={"RECSYS__DATA_ROOT": str(storage.root),
+                                     "RECSYS__GLOBAL_MEDOIDS__K": "12",
+                                     "RECSYS__GLOBAL_MEDOIDS__MAX_INPUT_AGE_DAYS": "365"})
+    assert gm.run(storage, relaxed, late).summary["user_medoids_dt"] == DAY.isoformat()
+
+
+def test_drift_trigger_skips_calm_refreshes_and_refreshes_on_drift_or_ops_request(refreshed):
+    import mlflow
+
+    from recsys_notify.notifications import step as notifications
+
+    storage, settings = refreshed
+    drift = load_settings(environ={"RECSYS__DATA_ROOT": str(storage.root), "RECSYS__GLOBAL_MEDOIDS__K": "12",
+                                   "RECSYS__GLOBAL_MEDOIDS__TRIGGER": "drift"})
+    first = DAY - timedelta(days=1)
+    medoids = storage.read("user_medoids", DAY)
+    medoids = medoids[medoids["item_id"].isin(upto(storage, "items", first)["item_id"])]
+    for day in (first, DAY):  # the same medoids on both days (items that exist on both)
+        storage.write("user_medoids", day, medoids)
+    assert gm.run(storage, drift, first).summary["clusters"] == 12  # no previous refresh: always refreshes
+    day2, day3 = DAY + timedelta(days=1), DAY + timedelta(days=2)
+    calm = gm.run(storage, drift, DAY)  # nothing moved since the refresh
+    assert calm.summary["skipped"] and calm.outputs == {}
+    assert calm.summary["uncovered_growth"] == 0.0 and calm.summary["assignment_churn"] == 0.0
+    assert storage.dates("global_medoids") == [first]
+    assert notifications.resolve_inputs(storage, drift, DAY)["global_medoids"].dates == [first]  # keep the set
+    run = mlflow.MlflowClient().get_run(calm.mlflow_run_id)
+    assert run.data.tags["refresh"] == "skipped" and "drift below thresholds" in run.data.tags["skip_reason"]
+    assert run.data.metrics["refreshed"] == 0.0
+
+    current = int(storage.read("global_medoids", first)["item_id"].iloc[0])  # an ops request ships regardless
+    ops = gm.run(storage, drift, day2, {"block_items": [current], "reason": "takedown", "requested_by": "ops"})
+    assert ops.summary["refreshed"] and storage.dates("global_medoids") == [first, day2]
+
+    items = upto(storage, "items", DAY)["item_id"].to_numpy()
+    medoids["item_id"] = np.random.default_rng(0).choice(items, len(medoids))  # interests moved everywhere
+    storage.write("user_medoids", day3, medoids)
+    moved = gm.run(storage, drift, day3).summary
+    assert moved["refreshed"] and moved["assignment_churn"] > drift.global_medoids.drift_max_churn
+    assert storage.dates("global_medoids") == [first, day2, day3]
+
+
+def test_skipped_step_result_marks_the_airflow_task_skipped_without_asset_events():
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from recsys_notify.core.dag_support import _published
+    from recsys_notify.core.step import StepResult
+
+    events: dict = {}
+    skipped = StepResult("global_medoids", DAY, {}, {"skipped": True, "skip_reason": "drift below thresholds"},
+                         mlflow_run_id="abc")
+    with pytest.raises(AirflowSkipException, match="drift below thresholds.*MLflow run abc"):
+        _published("global_medoids", {"outlet_events": events}, skipped)
+    assert events == {}

@@ -125,3 +125,28 @@ def test_scheduled_weekly_run_refreshes_last_day_of_its_interval():
     assert run_date(scheduled) == date(2026, 11, 14)
     assert run_date(manual) == date(2026, 11, 8)
     assert run_date(asset) == date(2026, 11, 13)
+
+
+def test_refresh_policy_study_dag_is_manual_and_replays_with_its_params(world, settings_env, airflow_db):
+    import mlflow
+
+    from recsys_notify.core import tracking
+    from recsys_notify.core.config import get_settings
+    from recsys_notify.core.storage import Storage
+    from recsys_notify.user_medoids import step as um
+
+    settings_env(global_medoids__k=8)
+    storage = Storage(str(world.root))
+    day = date(2026, 11, 13)  # its next day (DAY) has events
+    um.run(storage, get_settings(), day, {"shards": 1})
+    dag = _load("refresh_policy_study")
+    assert type(dag.timetable).__name__ == "NullTimetable" and set(dag.params) == {"start", "end", "every"}
+    bad = dag.test(run_conf={"start": str(DAY), "end": str(day)})
+    assert bad.state == "failed" and bad.get_task_instances()[0].try_number == 1  # bad params: no retries
+    dr = dag.test(run_conf={"start": str(day), "end": str(day), "every": [1, 2]})
+    assert dr.state == "success"
+    assert storage.dates("global_medoids") == []  # the study writes nothing
+    tracking.configure(get_settings())
+    parents = mlflow.search_runs(experiment_names=["refresh_policy"], output_format="list",
+                                 filter_string="tags.step = 'refresh_policy'")
+    assert len(parents) == 3 and sum("recommended_every_days" in r.data.tags for r in parents) == 1

@@ -126,6 +126,29 @@ def _experiments(args: argparse.Namespace, settings: Any, storage: Storage) -> A
     return None
 
 
+def _refresh_policy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--start", type=as_date, required=True, help="first replayed day")
+    p.add_argument("--end", type=as_date, required=True, help="last replayed day (inclusive)")
+    p.add_argument("--every", default="1,3,7,14", help="policies to compare: refresh every N days (e.g. 1,3,7,14)")
+
+
+@command("refresh-policy", "replay a date range per global-medoid refresh policy and recommend one (MLflow)",
+         _refresh_policy_args)
+def _refresh_policy(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
+    import pandas as pd
+
+    from recsys_notify.global_medoids.study import format_table, run
+
+    try:
+        every = [int(n) for n in args.every.split(",") if n.strip()]
+    except ValueError:
+        raise ConfigError(f"--every must be comma-separated whole numbers of days, got {args.every!r}") from None
+    result = run(storage, settings, {"start": args.start, "end": args.end, "every": every})
+    print(format_table(pd.DataFrame(result["table"])))
+    print(f"\nrecommendation: {result['recommendation']}\nMLflow run: {result['mlflow_run_id']}")
+    return None
+
+
 # ----- one subcommand per pipeline step, its flags generated from the step's config and run-param models -----
 
 def _step_args(spec: StepSpec) -> Callable[[argparse.ArgumentParser], None]:

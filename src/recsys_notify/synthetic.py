@@ -8,7 +8,8 @@ preferred styles; engagement (completion, like, share) rises with topic weight *
 so engagement depends on more than content, which is what the generic embedding model must learn.
 
 Activity is heavy-tailed (lognormal, median ~40 and p99.9 ~2000 interactions per 14 days),
-item popularity is Pareto-skewed, new items appear every day, events come in sessions.
+item popularity is Pareto-skewed, new items appear every day, events come in sessions. With
+``interest_drift`` > 0 interests move over time: trending topics (new videos) that users take up.
 All sampling is vectorised numpy; events are generated, validated and written one day at a time in
 blocks of users, so memory stays bounded for a million users.
 """
@@ -60,11 +61,16 @@ class GeneratorConfig:
     # found same-style neighbours 97% of the time, so style was not "hidden"; 0.15 leaves ~58%
     style_signal: float = 0.15
     noise: float = 0.55
+    # daily probability that a user takes up the trending topic (one of the least popular topics, a new
+    # one every TREND_DAYS days) as their strongest interest, dropping their weakest; 0 = fixed interests
+    interest_drift: float = 0.0
 
     def __post_init__(self) -> None:
         if self.items < EMBEDDING_DIM:
             raise ValueError(f"items must be at least {EMBEDDING_DIM} (the embedding PCA needs that many), "
                              f"got {self.items}")
+        if not 0.0 <= self.interest_drift <= 1.0:
+            raise ValueError(f"interest_drift must be a probability in [0, 1], got {self.interest_drift}")
         for name in ("users", "days", "topics", "styles"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -88,6 +94,7 @@ class World:
     user_weights: np.ndarray  # (n_users, 6) weights summing to 1
     user_styles: np.ndarray  # (n_users, 2) style ids (may repeat)
     user_rate: np.ndarray  # expected interactions per day
+    trend_topics: np.ndarray  # the least popular topics, in the order they trend under interest drift
 
 
 def _day_start(day: date) -> pd.Timestamp:
@@ -172,9 +179,53 @@ def build_world(cfg: GeneratorConfig) -> World:
         "language": LANG_CODES[lang],
         "signup_ts": _day_start(cfg.start) - pd.to_timedelta(rng.integers(1, 700 * 86_400, n_users), unit="s"),
     })
-    return World(items, topic, style, pop, created_day, users, user_topics, user_weights, user_styles, total / 14.0)
+    trend = rng.permutation(np.argsort(topic_share, kind="stable")[:max(1, T // 2)])
+    if cfg.interest_drift > 0:
+        _launch_trends(cfg, trend, topic, created_day, items)
+    return World(items, topic, style, pop, created_day, users, user_topics, user_weights, user_styles, total / 14.0,
+                 trend)
 
 
+def _launch_trends(cfg: GeneratorConfig, trend: np.ndarray, topic: np.ndarray, created_day: np.ndarray,
+                   items: pd.DataFrame) -> None:
+    """A topic's videos appear when it starts trending (in place): a trend is new content, not old items.
+
+    Its own seeded stream, so worlds without drift are unchanged.
+    """
+    rng = np.random.default_rng([cfg.seed, 3])
+    for t, first in enumerate(range(0, cfg.days, TREND_DAYS)):
+        rows = np.flatnonzero(topic == trend[t % len(trend)])
+        created_day[rows] = np.minimum(first + rng.integers(0, TREND_DAYS, len(rows)), cfg.days - 1)
+    offsets = pd.to_timedelta(created_day * 86_400 + rng.integers(0, 86_400, len(topic)), unit="s")
+    items["created_ts"] = _day_start(cfg.start) + offsets
+
+
+def drift_interests(cfg: GeneratorConfig, world: World, day_idx: int) -> np.ndarray:
+    """Move some users' interests to the trending topic (in place); returns the users changed.
+
+    Each user independently, with probability ``interest_drift``, replaces their weakest interest
+    by the trending topic with their strongest weight (weights renormalised), so interest in the
+    topic appears across the population at once: the population-level drift a stale global
+    clustering misses. A user already following the topic is left alone.
+    """
+    if cfg.interest_drift <= 0:
+        return np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng([cfg.seed, day_idx, 2])
+    topic = world.trend_topics[day_idx // TREND_DAYS % len(world.trend_topics)]
+    moving = rng.random(len(world.users)) < cfg.interest_drift
+    moving &= ~(world.user_topics == topic).any(axis=1)
+    rows = np.flatnonzero(moving)
+    weights = world.user_weights[rows]
+    weakest = np.argmin(np.where(weights > 0, weights, np.inf), axis=1)
+    free = (weights == 0).any(axis=1)  # fewer than 6 interests: add the topic instead of dropping one
+    slot = np.where(free, np.argmax(weights == 0, axis=1), weakest)
+    world.user_topics[rows, slot] = topic
+    weights[np.arange(len(rows)), slot] = weights.max(axis=1)
+    world.user_weights[rows] = weights / weights.sum(axis=1, keepdims=True)
+    return rows
+
+
+TREND_DAYS = 3  # days a topic trends under interest drift before the next one starts
 USER_CHUNK = 100_000  # users per generated block: bounds memory; part of the seed stream, so fixed
 
 
@@ -315,6 +366,9 @@ def generate(storage: Storage, cfg: GeneratorConfig,
     for d in range(cfg.days):
         day = cfg.start + timedelta(days=d)
         todays = first_day == d
+        moved = drift_interests(cfg, world, d) if d else np.zeros(0, dtype=np.int64)
+        if len(moved):  # truth_users is a dimension: the changed users' new interests from this day on
+            storage.write(TRUTH_USERS.name, day, truth_frames(world)[1].iloc[moved].reset_index(drop=True))
         storage.write(TRUTH_ITEMS.name, day, truth_items[todays])
         ingest(storage, ITEMS.name, day, world.items[todays].reset_index(drop=True))
         stats = ingest(storage, EVENTS.name, day, events_for_day(cfg, world, d),

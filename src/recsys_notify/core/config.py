@@ -146,6 +146,14 @@ class GlobalMedoidSettings(_Strict):
     """keywords per automatic template"""
     template_variants: int = Field(3, ge=1, le=3)
     """automatic template variants per cluster"""
+    max_input_age_days: int = Field(7, ge=0, le=3650)
+    """fail when the newest user medoids are older than this many days (a stale refresh)"""
+    trigger: Literal["schedule", "drift"] = "schedule"
+    """schedule: refresh on every run; drift: refresh only when user medoids drifted past a threshold"""
+    drift_max_uncovered: float = Field(0.01, ge=0, le=1)
+    """drift trigger: refresh when the share of user-medoid items beyond match_max_distance grew more than this"""
+    drift_max_churn: float = Field(0.3, ge=0, le=1)
+    """drift trigger: refresh above this mean share of users' medoid importance that moved between clusters"""
 
     @field_validator("schedule")
     @classmethod

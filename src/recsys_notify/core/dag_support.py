@@ -129,6 +129,18 @@ def run_date_param() -> dict[str, Param]:
                                   description="day to process (YYYY-MM-DD) when triggered without a logical date")}
 
 
+def model_params(model: Any) -> dict[str, Param]:
+    """Trigger-form Params of a pydantic model (a non-step task's params); a required field defaults to empty."""
+    schema = model.model_json_schema()
+    out = {}
+    for name, prop in schema["properties"].items():
+        prop = _inline(prop, schema.get("$defs", {}))
+        field = model.model_fields[name]
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        out[name] = Param(default, **(_nullable(prop) if default is None else _without_default(prop)))
+    return out
+
+
 def _inline(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     """The JSON schema with ``$ref`` to ``$defs`` replaced by the definitions (the trigger form needs them inline)."""
     if isinstance(prop, dict):
@@ -200,6 +212,25 @@ def _call(step: str, context: Mapping[str, Any], function: str, *args: Any, skip
         raise
 
 
+def run_study(target: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    """Call ``module:function(storage, settings, params)`` (a study over a date range, not a step of one day).
+
+    Bad params or config fail the task without retries, like a step's.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from recsys_notify.core.config import ConfigError
+    from recsys_notify.core.storage import storage_from_settings
+
+    module, function = target.split(":")
+    settings = get_settings()
+    params = {k: v for k, v in dict(context.get("params") or {}).items() if v is not None}
+    try:
+        return getattr(importlib.import_module(module), function)(storage_from_settings(settings), settings, params)
+    except ConfigError as exc:
+        raise AirflowFailException(f"error: {exc}") from exc
+
+
 def run_step(step: str, context: Mapping[str, Any], skip_missing: bool = False) -> dict[str, Any]:
     """The whole step in one task; its outlets get ``extra={"dt": ...}`` so consumers know the date."""
     return _published(step, context, _call(step, context, "run", skip_missing=skip_missing))
@@ -220,7 +251,17 @@ def finish_step(step: str, context: Mapping[str, Any], part_results: list[dict[s
 
 
 def _published(step: str, context: Mapping[str, Any], result: Any) -> dict[str, Any]:
+    """Outlet events for the run's date; a run that decided to write nothing (``summary.skipped``) is skipped.
+
+    A skipped task shows its state in the grid with the reason in its log, and emits no asset event,
+    so consumers keep reading the previous partition.
+    """
+    from airflow.sdk.exceptions import AirflowSkipException
+
     out = result.to_dict()
+    if out["summary"].get("skipped"):
+        raise AirflowSkipException(f"{step} for {out['dt']} skipped: {out['summary'].get('skip_reason', '')} "
+                                   f"(MLflow run {out.get('mlflow_run_id')})")
     for outlet in assets_of(step):
         context["outlet_events"][outlet].extra = {"dt": out["dt"]}
     return out

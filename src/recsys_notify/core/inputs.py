@@ -186,6 +186,26 @@ class Inputs(Mapping[str, Resolved]):
         return {role: [d.isoformat() for d in r.dates] for role, r in self._resolved.items()}
 
 
+class StaleInputError(MissingPartitionError):
+    """The newest partition of an input is older than the step accepts (its fresh partition is missing)."""
+
+
+def check_fresh(inputs: Inputs, step: str, dt: date, max_age_days: int, setting: str) -> None:
+    """Fail when a required "newest" input's partition is more than ``max_age_days`` before ``dt``.
+
+    Without it a refresh silently recomputes last month's data and commits it as ``dt``'s.
+    """
+    for r in inputs.values():
+        if r.request.kind != "newest" or not r.request.required or not r.partitions:
+            continue
+        have = r.dates[-1]
+        age = (dt - have).days
+        if age > max_age_days:
+            raise StaleInputError(
+                f"{step} for {dt}: the newest {r.dataset.name} partition is {have}, {age} days old "
+                f"(limit {setting} = {max_age_days}); run {r.dataset.run_hint} for {dt} first, or raise {setting}")
+
+
 def resolve(storage: Storage, requests: Mapping[str, Request]) -> Inputs:
     """Pin every request to the partitions committed now; a required input that is missing fails here."""
     resolved = {}

@@ -71,3 +71,23 @@ class OverrideParams(BaseModel):
         if len(set(keys)) != len(keys):
             raise ValueError("replace_representatives names the same (cluster_id, language) twice")
         return self
+
+
+class StudyParams(BaseModel):
+    """The replay study's range and policies: refresh every N days for each N in ``every``."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    start: date
+    """first replayed day (needs its user medoids and the next day's events)"""
+    end: date
+    """last replayed day (inclusive)"""
+    every: list[Annotated[int, Field(ge=1, le=365)]] = Field(default_factory=lambda: [1, 3, 7, 14], min_length=1)
+    """policies to compare: refresh every N days"""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StudyParams:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        self.every = sorted(set(self.every))
+        return self

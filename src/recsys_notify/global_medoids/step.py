@@ -29,7 +29,7 @@ from recsys_notify.core.datasets import (
     ContractError,
 )
 from recsys_notify.core.embeddings import VECTORS, item_vectors, l2_normalize, vectors_request
-from recsys_notify.core.inputs import Inputs, as_of, day, newest, resolve
+from recsys_notify.core.inputs import Inputs, as_of, check_fresh, day, newest, resolve
 from recsys_notify.core.step import StepResult, parse_params
 from recsys_notify.core.storage import Storage
 from recsys_notify.core.templates import load_ops_templates
@@ -42,21 +42,62 @@ from recsys_notify.global_medoids.medoids import (
     wanted_replacements,
 )
 from recsys_notify.global_medoids.params import OverrideParams
+from recsys_notify.global_medoids.refresh_policy import measure_drift
 from recsys_notify.global_medoids.templates import build_templates
 
 NAME = "global_medoids"
 
 
 def resolve_inputs(storage: Storage, settings: Settings, dt: date) -> Inputs:
+    """Everything one run reads; in drift mode also the user medoids the previous refresh clustered."""
     before = dt - timedelta(days=1)
-    return resolve(storage, {
+    requests = {
         "user_medoids": newest(USER_MEDOIDS, dt),
         VECTORS: vectors_request(settings.embedding.source, dt),
         "items": as_of(ITEMS, dt),
         "previous": newest(GLOBAL_MEDOIDS, before, required=False),
         "overrides_before": newest(OVERRIDES, before, required=False),
         "overrides_today": day(OVERRIDES, dt, required=False),
-    })
+    }
+    if settings.global_medoids.trigger == "drift":
+        previous = resolve(storage, {"previous": requests["previous"]})["previous"]
+        if previous.partitions:
+            requests["user_medoids_then"] = newest(USER_MEDOIDS, previous.dates[0], required=False)
+    return resolve(storage, requests)
+
+
+def _drift(inputs: Inputs, settings: Settings, centroids: np.ndarray) -> dict[str, float]:
+    """Drift of the run date's user medoids from the previous refresh (see ``refresh_policy.measure_drift``)."""
+    columns = ["user_id", "item_id", "importance"]
+    now = inputs.frame("user_medoids", columns)
+    then = inputs.frame("user_medoids_then", columns) if inputs["user_medoids_then"].partitions else None
+    wanted = np.unique(np.concatenate([now["item_id"].to_numpy(np.int64)]
+                                      + ([then["item_id"].to_numpy(np.int64)] if then is not None else [])))
+    ids, matrix = item_vectors(inputs, settings.embedding.source, settings.embedding.trimmed_dim, item_ids=wanted)
+    vectors = dict(zip(ids.tolist(), l2_normalize(matrix)))
+    return measure_drift(now, then, vectors, centroids, settings.global_medoids.match_max_distance)
+
+
+def _skip(settings: Settings, dt: date, inputs: Inputs, prev_day: date | None, drift: dict[str, float]) -> StepResult:
+    """Record a refresh the drift trigger skipped: MLflow run and a result that says why (nothing written)."""
+    import mlflow
+
+    cfg = settings.global_medoids
+    reason = (f"drift below thresholds: uncovered_growth {drift['uncovered_growth']:.4f} <= "
+              f"{cfg.drift_max_uncovered}, assignment_churn {drift['assignment_churn']:.4f} <= {cfg.drift_max_churn}; "
+              f"notifications keep the refresh of {prev_day}")
+    params = {"trigger": cfg.trigger, "drift_max_uncovered": cfg.drift_max_uncovered,
+              "drift_max_churn": cfg.drift_max_churn, "match_max_distance": cfg.match_max_distance,
+              "previous_refresh": prev_day, "date": dt}
+    with tracking.tracked_run(NAME, f"{NAME} {dt} (skipped)", params=params,
+                              tags={"dt": dt.isoformat(), "step": NAME, "refresh": "skipped"},
+                              settings=settings) as active:
+        tracking.log_lineage(inputs)
+        mlflow.log_metrics({**drift, "refreshed": 0.0})
+        mlflow.set_tag("skip_reason", reason)
+    summary = {"refreshed": False, "skipped": True, "skip_reason": reason, "previous_refresh": str(prev_day),
+               "user_medoids_dt": inputs["user_medoids"].dates[0].isoformat(), **drift}
+    return StepResult(NAME, dt, {}, summary, inputs.summary(), **tracking.run_ids(active))
 
 
 def _optional(inputs: Inputs, role: str) -> pd.DataFrame | None:
@@ -106,6 +147,7 @@ def _refresh(storage: Storage, settings: Settings, dt: date, request: OverridePa
     cfg = settings.global_medoids
     ops_templates = load_ops_templates(resolve_path(cfg.templates_path))
     inputs = resolve_inputs(storage, settings, dt)
+    check_fresh(inputs, NAME, dt, cfg.max_input_age_days, "global_medoids.max_input_age_days")
     medoids = inputs.frame("user_medoids", ["user_id", "item_id"])
     um_day = inputs["user_medoids"].dates[0]
     if medoids.empty:
@@ -114,13 +156,19 @@ def _refresh(storage: Storage, settings: Settings, dt: date, request: OverridePa
     hist = ovr.history(_optional(inputs, "overrides_before"), _optional(inputs, "overrides_today"), dt,
                        request.run_id)
     ovr.validate(request, dt, catalog[["item_id", "language"]], ovr.active(hist, dt))
+    prev_day, prev_ids, prev_centroids = _previous(inputs)
+    drift: dict[str, float] = {}
+    if cfg.trigger == "drift" and prev_day is not None:
+        drift = _drift(inputs, settings, prev_centroids)
+        calm = drift["uncovered_growth"] <= cfg.drift_max_uncovered and drift["assignment_churn"] <= cfg.drift_max_churn
+        if calm and request.empty:  # an ops request always refreshes: its overrides must ship
+            return _skip(settings, dt, inputs, prev_day, drift)
 
     item_ids, matrix = item_vectors(inputs, settings.embedding.source, settings.embedding.trimmed_dim,
                                     item_ids=np.unique(medoids["item_id"].to_numpy(np.int64)))
     X = l2_normalize(matrix)
     centroids, assign, distance = kmeans(X, cfg.k, cfg.niter, cfg.seed)
     sizes = np.bincount(assign, minlength=len(centroids))
-    prev_day, prev_ids, prev_centroids = _previous(inputs)
     stable, quality = match_ids(centroids, sizes, prev_ids, prev_centroids, cfg.match_max_distance)
     ovr.validate_clusters(request, set(stable.tolist()))
 
@@ -151,13 +199,14 @@ def _refresh(storage: Storage, settings: Settings, dt: date, request: OverridePa
         "user_medoids_dt": um_day.isoformat(), "users": int(medoids["user_id"].nunique()), "items": len(item_ids),
         "clusters": len(centroids), "representatives": len(reps), "overrides_applied": len(wanted),
         "overrides_stale": stale, "overrides_active": len(in_force), "overrides_new": len(new_hist) - len(hist),
-        **quality,
+        **quality, **({"refreshed": True, **drift} if cfg.trigger == "drift" else {}),
     }
     params_logged = {"k": cfg.k, "k_effective": len(sizes), "niter": cfg.niter, "seed": cfg.seed,
-                     "schedule": cfg.schedule, "embedding_source": settings.embedding.source,
+                     "schedule": cfg.schedule, "trigger": cfg.trigger, "embedding_source": settings.embedding.source,
                      "trimmed_dim": settings.embedding.trimmed_dim, "match_max_distance": cfg.match_max_distance,
                      "user_medoids_dt": um_day, "previous_refresh": prev_day, "date": dt}
-    with tracking.tracked_run(NAME, f"{NAME} {dt}", params=params_logged, tags={"dt": dt.isoformat(), "step": NAME},
+    with tracking.tracked_run(NAME, f"{NAME} {dt}", params=params_logged,
+                              tags={"dt": dt.isoformat(), "step": NAME, "refresh": "refreshed"},
                               settings=settings) as active:
         written = storage.write_many(dt, {GLOBAL_CLUSTERS.name: clusters, GLOBAL_MEDOIDS.name: reps,
                                           TEMPLATES.name: templates, OVERRIDES.name: new_hist},
