@@ -211,12 +211,12 @@ def test_override_for_an_earlier_date_repairs_later_refreshes(refreshed):
     storage, settings = refreshed
     gm.run(storage, settings, DAY)
     _, pick, _ = _two_items(storage, 2)
-    later, past_expiry = DAY + timedelta(days=7), DAY + timedelta(days=14)
+    later, past_expiry = DAY + timedelta(days=3), DAY + timedelta(days=7)  # within max_input_age_days
     gm.run(storage, settings, later)
     gm.run(storage, settings, past_expiry)
     clusters_before = storage.read("global_clusters", later)
     request = {"replace_representatives": [{"cluster_id": 2, "item_id": pick}], "reason": "campaign",
-               "requested_by": "ana", "expires": (DAY + timedelta(days=10)).isoformat(), "run_id": "manual__x"}
+               "requested_by": "ana", "expires": (DAY + timedelta(days=5)).isoformat(), "run_id": "manual__x"}
     result = gm.run(storage, settings, DAY + timedelta(days=1), request)
     assert result.summary["repaired_dates"] == [later.isoformat(), past_expiry.isoformat()]
 
