@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
 import numpy as np
@@ -9,8 +10,10 @@ import pandas as pd
 import pytest
 from notify_fixtures import build_upstream
 
-from recsys_notify.core.config import get_settings
+from recsys_notify.core.config import get_settings, resolve_path
 from recsys_notify.core.contract import ContractError
+from recsys_notify.core.templates import load_phrases
+from recsys_notify.core.text import clean, repeated_words
 from recsys_notify.notifications import step as nt
 from recsys_notify.notifications.candidates import SOURCES
 from recsys_notify.notifications.eligibility import holdout
@@ -54,7 +57,7 @@ def test_every_eligible_user_gets_exactly_one_filtered_notification(world, upstr
     assert not outbox["title"].str.contains(r"\{").any() and not outbox["body"].str.contains(r"\{").any()
     en = outbox[outbox["language"] == "en"]
     assert en["template_id"].str.startswith("ops-").all()  # ops template in the user's language wins
-    assert outbox.loc[outbox["language"] != "en", "template_id"].str.startswith("auto-").all()
+    assert outbox.loc[outbox["language"] != "en", "template_id"].str.match(r"auto-|generic-").all()
     assert (outbox["model_version"] == "transparent-v1").all()
     assert outbox["reason"].str.len().gt(10).all() and not outbox["thumbnail"].str.contains("{").any()
 
@@ -62,6 +65,35 @@ def test_every_eligible_user_gets_exactly_one_filtered_notification(world, upstr
     assert (outbox["holdout"].to_numpy() == expected_holdout).all() and 0 < expected_holdout.sum() < 0.15 * len(outbox)
     log = world.read("delivery_log", DT)
     assert len(log) == len(outbox) and set(log.loc[log["holdout"], "status"]) == {"holdout"}
+
+
+def test_every_push_is_in_the_users_language_or_the_documented_fallback(world, upstream):
+    """Each row's text is the user's language's (ops or phrase-table wording); else a fallback its reason names."""
+    stats = run(world)
+    outbox = world.read("outbox", DT)
+    user_lang = dict(zip(*upto(world, "users", DT)[["user_id", "language"]].to_numpy().T))
+    templates = world.read("templates", DT).set_index("template_id")
+    phrases = load_phrases(resolve_path("configs/phrases.yaml"))
+    assert len(set(outbox["language"])) >= 5
+    for row in outbox.itertuples():
+        lang = user_lang[row.user_id]
+        assert row.language == lang
+        words = phrases[lang]
+        if row.template_id.startswith("ops-"):  # the fixture's English ops template
+            assert lang == "en" and row.title.startswith("Trending in") and "(language, language en)" in row.reason
+        elif row.template_id in templates.index:  # automatic: a phrase of the language with one keyword
+            assert templates.loc[row.template_id, "language"] == lang and "(language, language" in row.reason
+            patterns = [re.escape(t).replace(re.escape("{keyword}"), r"\S+") for t in words.titles]
+            assert row.title == words.generic_title or any(re.fullmatch(p, row.title) for p in patterns), row.title
+        else:  # documented fallback: the language's generic text
+            assert row.template_id == f"generic-{lang}" and row.title == words.generic_title
+            assert "(generic, language" in row.reason
+        assert len(row.title) <= 50 and len(row.body) <= 120
+        assert clean(row.title) == row.title and clean(row.body) == row.body
+        assert not repeated_words(row.title) and not repeated_words(row.body)
+    levels = {k: stats[f"text_{k}"] for k in ("language", "any", "generic", "default")}
+    assert sum(levels.values()) == len(outbox) and levels["default"] == levels["any"] == 0
+    assert sum(v for k, v in stats.items() if k.startswith("language_") and k != "language_from_item") == len(outbox)
 
 
 def test_rerun_gives_identical_outbox_and_no_duplicate_log(world, upstream):

@@ -142,6 +142,8 @@ class GlobalMedoidSettings(_Strict):
     """cosine distance above which a cluster gets a new id"""
     templates_path: str = "configs/templates.yaml"
     """ops notification templates (YAML)"""
+    phrases_path: str = "configs/phrases.yaml"
+    """per-language wording of automatic notification text (YAML; notifications read it too)"""
     template_keywords: int = Field(3, ge=1, le=20)
     """keywords per automatic template"""
     template_variants: int = Field(3, ge=1, le=3)

@@ -100,6 +100,7 @@ class Arrays:
     yesterday_sent: pd.DataFrame  # delivery log of dt-1 (for engagement feedback)
     today_watched: np.ndarray  # sorted pair keys of any interaction on dt
     counts: dict[str, int] = field(default_factory=dict)
+    user_language: np.ndarray | None = None  # the users' language codes as given (None = none), for the text
 
     @property
     def n_items(self) -> int:
@@ -267,7 +268,7 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
               "users_with_seeds": int(seeds_df["user_pos"].nunique()), "blocked_items": int((~allowed).sum()),
               "history_events": int((events.age < cfg.history_days).sum())}
     return Arrays(dt, cat, user_ids, user_lang, seeds_df, *clusters, templates, excluded, allowed, sent_counts,
-                  yesterday, today_watched, counts)
+                  yesterday, today_watched, counts, user_lang_str)
 
 
 def _unengaged_keys(feedback: list[pd.DataFrame], users: IdIndex, items: IdIndex) -> np.ndarray:

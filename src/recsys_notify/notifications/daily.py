@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -15,9 +16,17 @@ import numpy as np
 import pandas as pd
 
 from recsys_notify.core.config import Settings
+from recsys_notify.core.templates import Phrases
 from recsys_notify.notifications.arrays import Arrays
 from recsys_notify.notifications.candidates import SOURCES, CandidateIndex
-from recsys_notify.notifications.delivery import OUTBOX_COLUMNS, delivery_log, feedback, pick_templates, render_messages
+from recsys_notify.notifications.delivery import (
+    OUTBOX_COLUMNS,
+    TEXT_LEVELS,
+    delivery_log,
+    feedback,
+    pick_templates,
+    render_messages,
+)
 from recsys_notify.notifications.eligibility import holdout
 from recsys_notify.notifications.evaluation import resolve_clusters
 from recsys_notify.notifications.select import Choice, choose, in_sorted
@@ -34,8 +43,12 @@ class Day:
     index: CandidateIndex
 
 
-def notify(inputs: Arrays, settings: Settings, ranker: Any, version: str) -> Day:
-    """Choose and render one message per eligible user; ``ranker`` None ranks with the transparent score."""
+def notify(inputs: Arrays, settings: Settings, ranker: Any, version: str,
+           phrases: Mapping[str, Phrases] | None = None) -> Day:
+    """Choose and render one message per eligible user; ``ranker`` None ranks with the transparent score.
+
+    ``phrases`` (the per-language phrase table) gives the generic text of a language with no template.
+    """
     cfg = settings.notifications
     n = len(inputs.user_ids)
     medoid_seeds = inputs.seeds.loc[inputs.seeds["kind"] == "medoid", "user_pos"].to_numpy()
@@ -45,8 +58,8 @@ def notify(inputs: Arrays, settings: Settings, ranker: Any, version: str) -> Day
     choice, ci = choose(inputs, cfg, target, ranker)
     choice.cluster = resolve_clusters(inputs, ci, choice.item, choice.cluster)
 
-    outbox = build_outbox(inputs, choice, holdout(inputs.user_ids, cfg.holdout_percent, cfg.seed),
-                          version, ranker is not None, settings)
+    outbox, text = build_outbox(inputs, choice, holdout(inputs.user_ids, cfg.holdout_percent, cfg.seed),
+                                version, ranker is not None, settings, phrases)
     sent = inputs.yesterday_sent
     engaged = in_sorted(inputs.keys(np.searchsorted(inputs.user_ids, sent["user_id"].to_numpy(np.int64)),
                                     np.searchsorted(inputs.catalogue.item_ids, sent["item_id"].to_numpy(np.int64))),
@@ -59,30 +72,49 @@ def notify(inputs: Arrays, settings: Settings, ranker: Any, version: str) -> Day
         "notifications": int((~outbox["holdout"]).sum()), "holdout": int(outbox["holdout"].sum()),
         "sources": {SOURCES[k]: v for k, v in sorted(Counter(choice.source.tolist()).items())},
         "median_candidates": float(np.median(choice.candidates)) if len(choice.candidates) else 0.0,
+        **text,
     }
     return Day(outbox, delivery_log(outbox), feedback(sent, engaged, inputs.dt - timedelta(days=1)), stats, ci)
 
 
+def message_languages(inputs: Arrays, choice: Choice) -> tuple[np.ndarray, np.ndarray]:
+    """Each message's language: the user's, else (a user without one) the chosen item's; and where it came from."""
+    item_lang = np.array(inputs.catalogue.languages, dtype=object)[inputs.catalogue.lang[choice.item]]
+    given = inputs.user_language[choice.user] if inputs.user_language is not None else np.full(len(choice.user), None)
+    from_item = pd.isna(given)
+    return np.where(from_item, item_lang, given).astype(object), from_item
+
+
 def build_outbox(inputs: Arrays, choice: Choice, held_out: np.ndarray, version: str, champion: bool,
-                 settings: Settings) -> pd.DataFrame:
+                 settings: Settings, phrases: Mapping[str, Phrases] | None = None
+                 ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The outbox rows and the counts of the text choices (language source and template fallback level)."""
     cfg, cat = settings.notifications, inputs.catalogue
     item_ids = cat.item_ids[choice.item]
     cluster_ids = np.where(choice.cluster >= 0, inputs.cluster_ids[np.maximum(choice.cluster, 0)], -1)
     user_ids = inputs.user_ids[choice.user]
-    lang = np.array(cat.languages + [None], dtype=object)[np.where(inputs.user_lang[choice.user] < 0, -1,
-                                                                     inputs.user_lang[choice.user])]
+    lang, from_item = message_languages(inputs, choice)
     frame = pd.DataFrame({"user_id": user_ids, "item_id": item_ids, "cluster_id": cluster_ids})
-    template_pos, templates = pick_templates(inputs.templates, user_ids, cluster_ids, lang, cfg.seed)
-    frame = pd.concat([frame, render_messages(template_pos, templates, item_ids, cluster_ids, cat.frame)], axis=1)
+    template_pos, templates, level = pick_templates(inputs.templates, user_ids, cluster_ids, lang, cfg.seed, phrases)
+    frame = pd.concat([frame, render_messages(template_pos, templates, item_ids, cluster_ids, cat.frame, lang,
+                                              phrases)], axis=1)
     frame["date"] = inputs.dt
     frame["language"] = lang
     frame["thumbnail"] = [cfg.thumbnail_uri.format(item_id=i) for i in item_ids]
     frame["score"] = choice.score.astype(np.float64)
     frame["source"] = np.array(SOURCES)[choice.source]
     frame["model_version"] = version
-    frame["reason"] = reasons(inputs, choice, cluster_ids, champion, version)
+    text_lang = np.array([str(templates[p].get("language", lang[i])) for i, p in enumerate(template_pos.tolist())],
+                         dtype=object)
+    frame["reason"] = [f"{why}; text {tid} ({lv}, language {lg}{' from the item' if fi else ''}"
+                       f"{'' if tl in (lg, '*') else f', template language {tl}'})"
+                       for why, tid, lv, lg, fi, tl in zip(reasons(inputs, choice, cluster_ids, champion, version),
+                                                           frame["template_id"], level, lang, from_item, text_lang)]
     frame["holdout"] = held_out[choice.user]
-    return frame[OUTBOX_COLUMNS]  # choices come in user-position order, i.e. ascending user_id
+    counts = {f"text_{name}": int((level == name).sum()) for name in TEXT_LEVELS}
+    counts["language_from_item"] = int(from_item.sum())
+    counts |= {f"language_{code}": int(n) for code, n in sorted(Counter(lang.tolist()).items())}
+    return frame[OUTBOX_COLUMNS], counts  # choices come in user-position order, i.e. ascending user_id
 
 
 def reasons(inputs: Arrays, choice: Choice, cluster_ids: np.ndarray, champion: bool, version: str) -> list[str]:

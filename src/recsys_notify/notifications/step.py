@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from recsys_notify.core import tracking
-from recsys_notify.core.config import Settings
+from recsys_notify.core.config import Settings, resolve_path
 from recsys_notify.core.datasets import (
     DELIVERY_FEEDBACK,
     DELIVERY_LOG,
@@ -35,6 +35,7 @@ from recsys_notify.core.embeddings import VECTORS, item_vectors, vectors_request
 from recsys_notify.core.inputs import Inputs, as_of, between, day, newest, resolve, window
 from recsys_notify.core.step import StepResult, parse_params
 from recsys_notify.core.storage import Storage
+from recsys_notify.core.templates import load_phrases
 from recsys_notify.notifications import arrays
 from recsys_notify.notifications.daily import notify
 from recsys_notify.notifications.evaluation import evaluate
@@ -108,12 +109,13 @@ def run(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] |
 
     settings, _ = parse_params(settings, NAME, params)
     cfg = settings.notifications
+    phrases = load_phrases(resolve_path(settings.global_medoids.phrases_path))
     champion = load_champion(settings)
     inputs = resolve_inputs(storage, settings, dt, champion)
     dense = arrays.build(read_tables(inputs, settings, dt), settings, dt)
     ranker = champion.bind(inputs) if champion is not None else None
     version = f"two_tower:{champion.version}" if champion is not None else TRANSPARENT_VERSION
-    result = notify(dense, settings, ranker, version)
+    result = notify(dense, settings, ranker, version, phrases)
     next_day = inputs.frame("next_day", ["user_id", "item_id", "completion", "liked"]) \
         if cfg.evaluate and inputs["next_day"].partitions else None
     metrics = evaluate(dense, result.index, result.outbox, next_day, cfg)
