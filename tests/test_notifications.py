@@ -14,9 +14,11 @@ from recsys_notify.core.config import get_settings, resolve_path
 from recsys_notify.core.contract import ContractError
 from recsys_notify.core.templates import load_phrases
 from recsys_notify.core.text import clean, repeated_words
+from recsys_notify.notifications import arrays
 from recsys_notify.notifications import step as nt
 from recsys_notify.notifications.candidates import SOURCES
 from recsys_notify.notifications.eligibility import holdout
+from recsys_notify.notifications.select import in_sorted
 from tests.frames import span, upto
 
 DT = date(2026, 11, 12)
@@ -118,8 +120,44 @@ def test_sent_items_are_not_repeated_and_frequency_cap(world, upstream):
 
     feedback = world.read("delivery_feedback", DT)
     assert len(feedback) == (~before["holdout"]).sum()
-    watched = pairs(world.read("events", DT))
-    assert feedback["engaged"].tolist() == [(u, i) in watched for u, i in zip(feedback["user_id"], feedback["item_id"])]
+    events = world.read("events", DT)
+    watched = pairs(events)
+    played = pairs(events[events["completion"] >= get_settings().notifications.played_completion])
+    sent_pairs = list(zip(feedback["user_id"], feedback["item_id"]))
+    assert feedback["opened"].tolist() == [p in watched for p in sent_pairs] and feedback["delivered"].all()
+    assert feedback["engaged"].tolist() == feedback["played"].tolist() == [p in played for p in sent_pairs]
+
+
+def test_click_without_play_is_no_engagement(world, upstream):
+    """An item opened the day after it was sent but not played stays out of later sends, like an ignored one."""
+    day0 = DT - timedelta(days=1)
+    run(world, day0)
+    sent = world.read("outbox", day0)
+    sent = sent[~sent["holdout"]].iloc[:2]
+    events = world.read("events", DT)
+    extra = events.iloc[:2].copy()
+    extra["user_id"], extra["item_id"] = sent["user_id"].to_numpy(), sent["item_id"].to_numpy()
+    extra["completion"] = [0.02, 0.8]  # a tap that bounced, and a real play
+    extra["watch_time_s"] = extra["completion"] * extra["duration_s"]
+    extra["session_id"] = extra["session_id"] + 10**9
+    world.write("events", DT, pd.concat([events, extra], ignore_index=True))
+    stats = run(world)
+    fb = world.read("delivery_feedback", DT).set_index(["user_id", "item_id"])
+    (bounced, played) = list(zip(sent["user_id"], sent["item_id"]))
+    assert fb.loc[bounced, ["delivered", "opened", "played", "engaged"]].tolist() == [True, True, False, False]
+    assert fb.loc[played, ["delivered", "opened", "played", "engaged"]].tolist() == [True, True, True, True]
+    assert stats["feedback_opened_not_played"] >= 1 and stats["feedback_played"] >= 1
+
+    # the next day, with the history and sent windows too short to see them, only the feedback decides
+    nxt = DT + timedelta(days=1)
+    build_upstream(world, nxt)
+    base = get_settings()
+    settings = base.model_copy(update={"notifications": base.notifications.model_copy(
+        update={"history_days": 1, "sent_lookback_days": 1})})
+    dense = arrays.build(nt.read_tables(nt.resolve_inputs(world, settings, nxt), settings, nxt), settings, nxt)
+    users, items = np.searchsorted(dense.user_ids, [bounced[0], played[0]]), np.searchsorted(
+        dense.catalogue.item_ids, [bounced[1], played[1]])
+    assert in_sorted(dense.keys(users, items), dense.excluded).tolist() == [True, False]
 
 
 def test_unengaged_sends_blocked_items_and_no_medoid_policy(world, upstream):

@@ -198,6 +198,8 @@ class NotificationSettings(_Strict):
     """completion above which a view is positive"""
     unengaged_lookback_days: int = Field(90, ge=1)
     """an item sent but not engaged within this many days is not sent again"""
+    played_completion: float = Field(0.1, ge=0, le=1.5)
+    """a notified item opened the next day counts as played (engaged) from this completion on"""
     freshness_days: float = Field(3.0, gt=0)
     """transparent score: freshness decay (days)"""
     freshness_boost: float = Field(1.0, ge=0)

@@ -150,8 +150,10 @@ DELIVERY_LOG = _ds("delivery_log", "notifications", "daily", {
     "source": "string", "model_version": "string", "holdout": "bool", "status": "string",
 }, "one row per (user, date) queued or held out")
 DELIVERY_FEEDBACK = _ds("delivery_feedback", "notifications", "daily", {
-    "user_id": "int64", "item_id": "int64", "sent_date": "date32", "engaged": "bool",
-}, "whether the previous day's notified items were watched on the date")
+    "user_id": "int64", "item_id": "int64", "sent_date": "date32", "engaged": "bool", "delivered": "bool",
+    "opened": "bool", "played": "bool",
+}, "the previous day's sends: delivered (handed to the sender), opened (any event of the item on the date), "
+   "played (an event reaching notifications.played_completion); engaged = played")
 
 CATALOGUE: dict[str, Dataset] = {d.name: d for d in (
     EVENTS, ITEMS, USERS, EVENTS_QUARANTINE, ITEMS_QUARANTINE, USERS_QUARANTINE, TRUTH_ITEMS, TRUTH_USERS,

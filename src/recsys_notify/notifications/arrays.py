@@ -98,7 +98,8 @@ class Arrays:
     allowed: np.ndarray  # bool per item: not blocked
     sent_counts: np.ndarray  # per user: notifications sent within the frequency-cap window
     yesterday_sent: pd.DataFrame  # delivery log of dt-1 (for engagement feedback)
-    today_watched: np.ndarray  # sorted pair keys of any interaction on dt
+    today_watched: np.ndarray  # sorted pair keys of any interaction on dt (an open)
+    today_played: np.ndarray  # sorted pair keys of an interaction on dt reaching played_completion
     counts: dict[str, int] = field(default_factory=dict)
     user_language: np.ndarray | None = None  # the users' language codes as given (None = none), for the text
 
@@ -152,6 +153,7 @@ class Events:
     age: np.ndarray  # whole days before dt (0 = dt)
     ts: np.ndarray  # int64 microseconds (on dt only; 0 on earlier days)
     positive: np.ndarray
+    played: np.ndarray  # completion >= played_completion (recent days only)
 
 
 def events_arrays(tables: list[tuple[int, pa.Table]], cfg: NotificationSettings, users: IdIndex,
@@ -163,14 +165,16 @@ def events_arrays(tables: list[tuple[int, pa.Table]], cfg: NotificationSettings,
         i, i_ok = items.find(t.column("item_id").to_numpy())
         ok = u_ok & i_ok
         n = int(ok.sum())
-        pos = np.zeros(n, bool)
+        pos, played = np.zeros(n, bool), np.zeros(n, bool)
         if "completion" in t.column_names:
-            pos = ((t.column("completion").to_numpy() > cfg.positive_completion)
+            completion = t.column("completion").to_numpy()
+            pos = ((completion > cfg.positive_completion)
                    | t.column("liked").to_numpy(zero_copy_only=False)
                    | t.column("shared").to_numpy(zero_copy_only=False))[ok]
+            played = (completion >= cfg.played_completion)[ok]
         ts = (t.column("ts").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()[ok] if age == 0
               else np.zeros(n, np.int64))
-        parts.append(Events(u[ok], i[ok], np.full(n, age, np.int16), ts, pos))
+        parts.append(Events(u[ok], i[ok], np.full(n, age, np.int16), ts, pos, played))
     return Events(*(np.concatenate([getattr(e, f) for e in parts]) for f in Events.__dataclass_fields__))
 
 
@@ -232,6 +236,7 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
     watched = unique_sorted(keys[events.age < cfg.history_days])
     on_dt = events.age == 0
     today_watched = unique_sorted(keys[on_dt])
+    today_played = unique_sorted(keys[on_dt & events.played])
     today = on_dt & events.positive
     if cfg.short_term_enabled and cfg.short_term_weight > 0 and today.any():
         recent = pd.DataFrame({"user_pos": events.user[today], "item_pos": events.item[today], "ts": events.ts[today]})
@@ -268,11 +273,11 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
               "users_with_seeds": int(seeds_df["user_pos"].nunique()), "blocked_items": int((~allowed).sum()),
               "history_events": int((events.age < cfg.history_days).sum())}
     return Arrays(dt, cat, user_ids, user_lang, seeds_df, *clusters, templates, excluded, allowed, sent_counts,
-                  yesterday, today_watched, counts, user_lang_str)
+                  yesterday, today_watched, today_played, counts, user_lang_str)
 
 
 def _unengaged_keys(feedback: list[pd.DataFrame], users: IdIndex, items: IdIndex) -> np.ndarray:
-    """Pairs sent earlier (within the lookback) that the user did not touch the next day."""
+    """Pairs sent earlier (within the lookback) not engaged the next day (not opened, or opened but not played)."""
     keys = []
     for fb in feedback:
         fb = fb[~fb["engaged"].astype(bool)]

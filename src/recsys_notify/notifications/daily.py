@@ -61,9 +61,9 @@ def notify(inputs: Arrays, settings: Settings, ranker: Any, version: str,
     outbox, text = build_outbox(inputs, choice, holdout(inputs.user_ids, cfg.holdout_percent, cfg.seed),
                                 version, ranker is not None, settings, phrases)
     sent = inputs.yesterday_sent
-    engaged = in_sorted(inputs.keys(np.searchsorted(inputs.user_ids, sent["user_id"].to_numpy(np.int64)),
-                                    np.searchsorted(inputs.catalogue.item_ids, sent["item_id"].to_numpy(np.int64))),
-                        inputs.today_watched) if len(sent) else np.zeros(0, bool)
+    sent_keys = inputs.keys(np.searchsorted(inputs.user_ids, sent["user_id"].to_numpy(np.int64)),
+                            np.searchsorted(inputs.catalogue.item_ids, sent["item_id"].to_numpy(np.int64)))
+    opened, played = in_sorted(sent_keys, inputs.today_watched), in_sorted(sent_keys, inputs.today_played)
     stats = {
         "model_version": version, **inputs.counts,
         "eligible_users": int(target.sum()), "capped_users": int(capped.sum()),
@@ -73,8 +73,10 @@ def notify(inputs: Arrays, settings: Settings, ranker: Any, version: str,
         "sources": {SOURCES[k]: v for k, v in sorted(Counter(choice.source.tolist()).items())},
         "median_candidates": float(np.median(choice.candidates)) if len(choice.candidates) else 0.0,
         **text,
+        "feedback_delivered": len(sent), "feedback_opened": int(opened.sum()), "feedback_played": int(played.sum()),
+        "feedback_opened_not_played": int((opened & ~played).sum()),
     }
-    return Day(outbox, delivery_log(outbox), feedback(sent, engaged, inputs.dt - timedelta(days=1)), stats, ci)
+    return Day(outbox, delivery_log(outbox), feedback(sent, opened, played, inputs.dt - timedelta(days=1)), stats, ci)
 
 
 def message_languages(inputs: Arrays, choice: Choice) -> tuple[np.ndarray, np.ndarray]:

@@ -91,9 +91,14 @@ def delivery_log(outbox: pd.DataFrame) -> pd.DataFrame:
     return log[LOG_COLUMNS]
 
 
-def feedback(yesterday: pd.DataFrame, engaged: np.ndarray, dt: date) -> pd.DataFrame:
-    """Yesterday's sends with whether the user touched the item on ``dt``."""
+def feedback(yesterday: pd.DataFrame, opened: np.ndarray, played: np.ndarray, dt: date) -> pd.DataFrame:
+    """Yesterday's sends: delivered (queued to the sender), opened and played on ``dt``; engaged = played.
+
+    A click without play (opened, not played) is no engagement, so the sent filter keeps the item away.
+    """
+    played = np.asarray(played, dtype=bool)
     return pd.DataFrame({"user_id": yesterday["user_id"].to_numpy(np.int64),
                          "item_id": yesterday["item_id"].to_numpy(np.int64),
                          "sent_date": pd.Series([dt] * len(yesterday), dtype="object"),
-                         "engaged": np.asarray(engaged, dtype=bool)})
+                         "engaged": played, "delivered": np.ones(len(yesterday), dtype=bool),
+                         "opened": np.asarray(opened, dtype=bool) | played, "played": played})
