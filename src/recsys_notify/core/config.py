@@ -186,6 +186,8 @@ class NotificationSettings(_Strict):
     """fallback: clusters retrieved beyond k_neighbours"""
     popular_k: int = Field(50, ge=1)
     """popular items per language in the fallback index"""
+    alternates_per_cluster: int = Field(10, ge=0)
+    """first fallback: most popular items per (global cluster, language) beyond the medoids (0 = off)"""
     popularity_days: int = Field(7, ge=1)
     """days of positive engagement counted as popularity"""
     cold_start_days: int = Field(2, ge=1)

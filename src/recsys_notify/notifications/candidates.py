@@ -6,7 +6,9 @@ seed, so the per-user work is only an expansion of precomputed lists:
 * ``global_medoid`` / ``cluster_member`` / ``short_term``: a seed's ``k_neighbours`` nearest global
   clusters (faiss inner product on normalised vectors) -> each cluster's representatives and its
   most popular members in the user's language; similarity = seed-to-cluster cosine.
-* fallbacks for users left with too few candidates: ``more_global_medoids`` (cluster ranks
+* fallbacks for users left with too few candidates, in two stages: first ``cluster_alternate`` (the
+  most popular items of the same nearest clusters beyond their medoids and top members: every item
+  with a vector belongs to its nearest cluster), then ``more_global_medoids`` (cluster ranks
   ``k_neighbours..more_neighbours``), ``cold_start`` (newest items nearest the seed) and ``popular``.
 """
 
@@ -21,7 +23,9 @@ import pandas as pd
 from recsys_notify.core.config import NotificationSettings
 from recsys_notify.notifications.arrays import Arrays
 
-SOURCES = ("global_medoid", "cluster_member", "short_term", "more_global_medoids", "cold_start", "popular")
+SOURCES = ("global_medoid", "cluster_member", "short_term", "more_global_medoids", "cold_start", "popular",
+           "cluster_alternate")
+FALLBACKS = ("cluster_alternate", "more_global_medoids", "cold_start", "popular")
 SRC = {name: np.int8(i) for i, name in enumerate(SOURCES)}
 
 
@@ -68,6 +72,7 @@ class CandidateIndex:
         self.index.add(inputs.cluster_vectors)
         self.k_all = min(max(cfg.k_neighbours, cfg.more_neighbours), len(inputs.cluster_ids))
         self.items, self.is_rep = self._cluster_items()
+        self.alternates = self._alternates()
         self.popular = self._popular()
 
     def _cluster_items(self) -> tuple[np.ndarray, np.ndarray]:
@@ -90,6 +95,31 @@ class CandidateIndex:
         is_rep[where] = both["rep"].to_numpy(bool)
         return items, is_rep
 
+    def _alternates(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(clusters, language slots + any, A) popular items of each cluster not already in its item lists."""
+        inp, a = self.inputs, self.cfg.alternates_per_cluster
+        cat = inp.catalogue
+        if a == 0:
+            return None
+        pool = np.flatnonzero(inp.allowed & cat.vectors.any(axis=1))
+        cluster = inp.item_cluster[pool]
+        todo = cluster < 0
+        if todo.any():
+            _, nearest = self.index.search(np.ascontiguousarray(cat.vectors[pool[todo]]), 1)
+            cluster[todo] = nearest[:, 0]
+        table = pd.DataFrame({"cluster_pos": cluster, "item_pos": pool, "pop": cat.pop[pool],
+                              "prior": cat.prior[pool], "slot": cat.lang[pool].astype(np.int64)})
+        listed = self.items[table["cluster_pos"].to_numpy(), table["slot"].to_numpy()]
+        table = table[~(listed == table["item_pos"].to_numpy()[:, None]).any(axis=1)]
+        both = pd.concat([table, table.assign(slot=self.any_slot)])
+        both = both.sort_values(["cluster_pos", "slot", "pop", "prior", "item_pos"],
+                                ascending=[True, True, False, False, True])
+        both = both.assign(r=both.groupby(["cluster_pos", "slot"]).cumcount())
+        both = both[both["r"] < a]
+        items = np.full((len(inp.cluster_ids), self.any_slot + 1, a), -1, dtype=np.int64)
+        items[both["cluster_pos"].to_numpy(), both["slot"].to_numpy(), both["r"].to_numpy()] = both["item_pos"]
+        return items, np.zeros(items.shape, dtype=bool)
+
     def _popular(self) -> np.ndarray:
         """(language slots + any, popular_k) most positively engaged allowed items, -1 padded."""
         cat, k = self.inputs.catalogue, self.cfg.popular_k
@@ -111,15 +141,19 @@ class CandidateIndex:
         return idx, sims
 
     def lists(self, seed_pos: np.ndarray, slot: np.ndarray, knn: tuple[np.ndarray, np.ndarray],
-              ranks: slice) -> Lists:
-        """Candidate lists for (seed, slot) rows from the clusters at ``ranks`` of each seed's neighbours."""
+              ranks: slice, table: tuple[np.ndarray, np.ndarray] | None = None) -> Lists:
+        """Candidate lists for (seed, slot) rows from the clusters at ``ranks`` of each seed's neighbours.
+
+        ``table`` is the per-cluster item table to draw from (default: representatives and top members).
+        """
+        cluster_items, cluster_rep = table if table is not None else (self.items, self.is_rep)
         idx, sims = knn
         c = idx[seed_pos, ranks]  # (Q, k')
         s = sims[seed_pos, ranks]
         valid_c = c >= 0
         c = np.where(valid_c, c, 0)
-        items = self.items[c, slot[:, None]]  # (Q, k', m)
-        rep = self.is_rep[c, slot[:, None]]
+        items = cluster_items[c, slot[:, None]]  # (Q, k', m)
+        rep = cluster_rep[c, slot[:, None]]
         items = np.where(valid_c[..., None], items, -1)
         q, k, m = items.shape
         items = items.reshape(q, k * m)

@@ -64,14 +64,24 @@ class Selector:
         ok = inp.allowed[rows.item] & ((lang < 0) | (inp.catalogue.lang[rows.item] == lang))
         return ok & ~in_sorted(inp.keys(rows.user, rows.item), inp.excluded)
 
+    def _seed_queries(self, users: np.ndarray, a: int, b: int):
+        """The seed rows of ``users``: (seed positions, language slots, row -> query, expand args)."""
+        idx = a + np.flatnonzero(in_sorted(self.s_user[a:b], users))
+        q_sub, inv = np.unique(self.s_q[idx], return_inverse=True)
+        seed_pos, slot = self.q_keys[q_sub] // self.n_slots, self.q_keys[q_sub] % self.n_slots
+        return seed_pos, slot, inv, (self.s_user[idx], self.s_item[idx], self.s_weight[idx])
+
+    def _alternates(self, users: np.ndarray, a: int, b: int) -> Rows:
+        """First fallback: popular alternates of the same nearest clusters, for ``users``."""
+        seed_pos, slot, inv, args = self._seed_queries(users, a, b)
+        alt = self.ci.lists(seed_pos, slot, self.knn, slice(0, self.k), table=self.ci.alternates)
+        return expand(*args, alt, inv, np.full(alt.item[inv].shape, SRC["cluster_alternate"]))
+
     def _fallback(self, users: np.ndarray, a: int, b: int) -> list[Rows]:
         """More global medoids, cold-start items near the seeds, and popular items for ``users``."""
-        idx = a + np.flatnonzero(in_sorted(self.s_user[a:b], users))
+        seed_pos, slot, inv, args = self._seed_queries(users, a, b)
         parts = []
-        if len(idx):
-            q_sub, inv = np.unique(self.s_q[idx], return_inverse=True)
-            seed_pos, slot = self.q_keys[q_sub] // self.n_slots, self.q_keys[q_sub] % self.n_slots
-            args = (self.s_user[idx], self.s_item[idx], self.s_weight[idx])
+        if len(inv):
             if self.ci.k_all > self.k:
                 more = self.ci.lists(seed_pos, slot, self.knn, slice(self.k, self.ci.k_all))
                 parts.append(expand(*args, more, inv, np.full(more.item[inv].shape, SRC["more_global_medoids"])))
@@ -104,6 +114,10 @@ class Selector:
         rows = self._dedupe_and_filter(rows)
         count = np.bincount(rows.user - lo, minlength=hi - lo)
         short = lo + np.flatnonzero(self.target[lo:hi] & (count < self.cfg.min_candidates))
+        if len(short) and self.ci.alternates is not None:  # the same clusters' next-best items come first
+            rows = self._dedupe_and_filter(Rows.concat([rows, self._alternates(short, a, b)]))
+            count = np.bincount(rows.user - lo, minlength=hi - lo)
+            short = lo + np.flatnonzero(self.target[lo:hi] & (count < self.cfg.min_candidates))
         if len(short):
             extra = Rows.concat(self._fallback(short, a, b))
             rows = self._dedupe_and_filter(Rows.concat([rows, extra]))
