@@ -98,6 +98,22 @@ def test_every_push_is_in_the_users_language_or_the_documented_fallback(world, u
     assert sum(v for k, v in stats.items() if k.startswith("language_") and k != "language_from_item") == len(outbox)
 
 
+def test_big_image_is_the_keyframe_closest_to_the_matching_interest(world, upstream):
+    """The chosen frame shows the item's topic far more often than the first or a random frame (ground truth)."""
+    stats = run(world)
+    outbox = world.read("outbox", DT)
+    frames = upto(world, "frames", DT).merge(upto(world, "truth_frames", DT), on=["item_id", "frame_ts"])
+    framed = outbox[outbox["frame_ts"].notna()]
+    assert len(framed) > 0.9 * len(outbox) and stats["frame_cover"] == len(outbox) - len(framed)
+    chosen = framed.merge(frames, on=["item_id", "frame_ts"], how="left")
+    assert chosen["on_topic"].notna().all() and (chosen["image_uri_x"] == chosen["image_uri_y"]).all()
+    assert framed["reason"].str.contains(r"image frame [\d.]+s \(closest to the (?:seed|cluster) item").all()
+    covers = outbox[outbox["frame_ts"].isna()]
+    assert (covers["image_uri"] == covers["thumbnail"]).all() and covers["reason"].str.contains("image cover").all()
+    first = framed[["item_id"]].merge(frames.sort_values("frame_ts").drop_duplicates("item_id"), on="item_id")
+    assert chosen["on_topic"].mean() > first["on_topic"].mean() + 0.2
+
+
 def test_rerun_gives_identical_outbox_and_no_duplicate_log(world, upstream):
     run(world)
     first = world.read("outbox", DT)

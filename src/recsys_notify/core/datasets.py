@@ -152,8 +152,10 @@ OVERRIDES = _ds("overrides", "global_medoids", "refresh", {
 OUTBOX = _ds("outbox", "notifications", "daily", {
     "user_id": "int64", "date": "date32", "language": "string", "item_id": "int64", "cluster_id": "int64",
     "template_id": "string", "title": "string", "body": "string", "thumbnail": "string", "score": "float64",
-    "source": "string", "model_version": "string", "reason": "string", "holdout": "bool",
-}, "one message per eligible user (holdout rows flagged, not sent)")
+    "source": "string", "model_version": "string", "reason": "string", "holdout": "bool", "frame_ts": "float64",
+    "image_uri": "string",
+}, "one message per eligible user (holdout rows flagged, not sent); image_uri is the chosen keyframe "
+   "(frame_ts seconds into the video) or the cover thumbnail (frame_ts null)")
 DELIVERY_LOG = _ds("delivery_log", "notifications", "daily", {
     "user_id": "int64", "date": "date32", "item_id": "int64", "cluster_id": "int64", "template_id": "string",
     "source": "string", "model_version": "string", "holdout": "bool", "status": "string",

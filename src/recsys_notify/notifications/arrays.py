@@ -19,6 +19,7 @@ from recsys_notify.core.config import NotificationSettings, Settings
 from recsys_notify.core.datasets import ContractError
 from recsys_notify.core.embeddings import l2_normalize
 from recsys_notify.global_medoids.overrides import active
+from recsys_notify.notifications.frames import Keyframes
 
 # the columns each input is read with (checked against its manifest when read)
 COLUMNS = {
@@ -31,6 +32,7 @@ COLUMNS = {
     "users": ["user_id", "language"],
     "delivery_log": ["user_id", "item_id", "holdout"],
     "delivery_feedback": ["user_id", "item_id", "engaged"],
+    "frames": ["item_id", "frame_ts", "embedding", "image_uri"],
 }
 ANY_LANGUAGE = "*"
 
@@ -50,6 +52,8 @@ class Tables:
     events: list[tuple[int, pa.Table]]
     delivery_log: list[tuple[int, pd.DataFrame]]
     delivery_feedback: list[pd.DataFrame]
+    frames: pd.DataFrame | None = None  # optional keyframes as of dt
+    content: tuple[np.ndarray, np.ndarray] | None = None  # content vectors when ``vectors`` are not content
 
 
 def event_columns(age: int, cfg: NotificationSettings) -> list[str]:
@@ -102,6 +106,8 @@ class Arrays:
     today_played: np.ndarray  # sorted pair keys of an interaction on dt reaching played_completion
     counts: dict[str, int] = field(default_factory=dict)
     user_language: np.ndarray | None = None  # the users' language codes as given (None = none), for the text
+    keyframes: Keyframes | None = None
+    content: np.ndarray | None = None  # content-space vectors by item position (frame choice)
 
     @property
     def n_items(self) -> int:
@@ -273,7 +279,20 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
               "users_with_seeds": int(seeds_df["user_pos"].nunique()), "blocked_items": int((~allowed).sum()),
               "history_events": int((events.age < cfg.history_days).sum())}
     return Arrays(dt, cat, user_ids, user_lang, seeds_df, *clusters, templates, excluded, allowed, sent_counts,
-                  yesterday, today_watched, today_played, counts, user_lang_str)
+                  yesterday, today_watched, today_played, counts, user_lang_str, *_frames(tables, cat))
+
+
+def _frames(tables: Tables, cat: Catalogue) -> tuple[Keyframes | None, np.ndarray]:
+    """Keyframes of known items and the content vectors they are compared in (the catalogue's, if content)."""
+    content = cat.vectors
+    if tables.content is not None:
+        content = np.zeros((len(cat.item_ids), tables.content[1].shape[1]), np.float32)
+        pos, ok = cat.index.find(tables.content[0])
+        content[pos[ok]] = l2_normalize(tables.content[1][ok])
+    if tables.frames is None:
+        return None, content
+    pos, ok = cat.index.find(tables.frames["item_id"])
+    return Keyframes.of(tables.frames[ok].reset_index(drop=True), pos[ok], content.shape[1]), content
 
 
 def _unengaged_keys(feedback: list[pd.DataFrame], users: IdIndex, items: IdIndex) -> np.ndarray:

@@ -29,6 +29,8 @@ from recsys_notify.notifications.delivery import (
 )
 from recsys_notify.notifications.eligibility import holdout
 from recsys_notify.notifications.evaluation import resolve_clusters
+from recsys_notify.notifications.frames import FRAME_SOURCES, interests
+from recsys_notify.notifications.frames import choose as choose_frames
 from recsys_notify.notifications.select import Choice, choose, in_sorted
 
 
@@ -103,18 +105,30 @@ def build_outbox(inputs: Arrays, choice: Choice, held_out: np.ndarray, version: 
     frame["date"] = inputs.dt
     frame["language"] = lang
     frame["thumbnail"] = [cfg.thumbnail_uri.format(item_id=i) for i in item_ids]
+    interest, kind = interests(choice.seed, choice.cluster, inputs.cluster_reps)
+    image = choose_frames(inputs.keyframes, choice.item, interest, kind,
+                          inputs.content if inputs.content is not None else cat.vectors)
+    frame["frame_ts"] = image.ts
+    frame["image_uri"] = np.where(pd.isna(image.uri), frame["thumbnail"].to_numpy(object), image.uri)
+    interest_ids = cat.item_ids[np.maximum(interest, 0)]
     frame["score"] = choice.score.astype(np.float64)
     frame["source"] = np.array(SOURCES)[choice.source]
     frame["model_version"] = version
     text_lang = np.array([str(templates[p].get("language", lang[i])) for i, p in enumerate(template_pos.tolist())],
                          dtype=object)
+    images = ["image cover" if s == 2 else
+              f"image frame {ts:.2f}s (closest to the {FRAME_SOURCES[s]} item {iid}, cosine {c:.2f})"
+              for s, ts, iid, c in zip(image.source.tolist(), image.ts.tolist(), interest_ids.tolist(),
+                                       image.cosine.tolist())]
     frame["reason"] = [f"{why}; text {tid} ({lv}, language {lg}{' from the item' if fi else ''}"
-                       f"{'' if tl in (lg, '*') else f', template language {tl}'})"
-                       for why, tid, lv, lg, fi, tl in zip(reasons(inputs, choice, cluster_ids, champion, version),
-                                                           frame["template_id"], level, lang, from_item, text_lang)]
+                       f"{'' if tl in (lg, '*') else f', template language {tl}'}); {img}"
+                       for why, tid, lv, lg, fi, tl, img in zip(
+                           reasons(inputs, choice, cluster_ids, champion, version), frame["template_id"], level, lang,
+                           from_item, text_lang, images)]
     frame["holdout"] = held_out[choice.user]
     counts = {f"text_{name}": int((level == name).sum()) for name in TEXT_LEVELS}
     counts["language_from_item"] = int(from_item.sum())
+    counts |= {f"frame_{name}": int((image.source == i).sum()) for i, name in enumerate(FRAME_SOURCES)}
     counts |= {f"language_{code}": int(n) for code, n in sorted(Counter(lang.tolist()).items())}
     return frame[OUTBOX_COLUMNS], counts  # choices come in user-position order, i.e. ascending user_id
 

@@ -22,6 +22,7 @@ from recsys_notify.core.datasets import (
     DELIVERY_FEEDBACK,
     DELIVERY_LOG,
     EVENTS,
+    FRAMES,
     GLOBAL_CLUSTERS,
     GLOBAL_MEDOIDS,
     ITEMS,
@@ -75,6 +76,7 @@ def resolve_inputs(storage: Storage, settings: Settings, dt: date, champion: Any
         "delivery_feedback": between(DELIVERY_FEEDBACK, dt - timedelta(days=cfg.unengaged_lookback_days),
                                      dt - timedelta(days=1)),
         "next_day": day(EVENTS, dt + timedelta(days=1), required=False),
+        "frames": as_of(FRAMES, dt, required=False),
     }
     if champion is not None:
         requests |= champion.requests(dt)
@@ -100,6 +102,9 @@ def read_tables(inputs: Inputs, settings: Settings, dt: date) -> arrays.Tables:
         delivery_log=[((dt - p.dt).days, t.to_pandas())
                       for p, t in inputs.tables("delivery_log", cols["delivery_log"])],
         delivery_feedback=[t.to_pandas() for _, t in inputs.tables("delivery_feedback", cols["delivery_feedback"])],
+        frames=inputs.dimension("frames", cols["frames"]) if inputs["frames"].partitions else None,
+        content=None if settings.embedding.source == "content" or not inputs["frames"].partitions
+        else item_vectors(inputs, "content", settings.embedding.trimmed_dim, role="items"),
     )
 
 
