@@ -6,6 +6,8 @@ once per variant, each on its own copy of the data:
 
 * ``alternates_per_cluster=0`` (no popular alternates) against the default: share of pushes from a
   fallback source, and next-day hit rates (item and cluster, pooled over the days);
+* ``creator_affinity=true`` against the default: hit rates, and on ground truth the share of pushes
+  whose item is of one of the user's topics and of their hidden style;
 * keyframes of the default run against ground truth (``truth_frames.on_topic``): on-topic rate of the
   chosen frame, of the item's first frame and of a random frame of the same pushes;
 * the message languages and the template fallback levels (every level counted).
@@ -51,12 +53,30 @@ def run_days(root: Path, days: list[date], params: dict) -> tuple[Storage, dict[
         outbox = storage.read("outbox", day)
         sources.update(outbox["source"].tolist())
         n_pushes += len(outbox)
-    out = {k: v / max(pooled["evaluated"], 1) for k, v in pooled.items() if k != "evaluated"}
+        truth = relevance(storage, outbox)
+        pooled["topic_and_style"] += truth["topic_and_style"].sum()
+        pooled["truth_topic"] += truth["topic"].sum()
+        pooled["truth_n"] += len(truth)
+    out = {k: v / max(pooled["evaluated"], 1) for k, v in pooled.items() if k.startswith(("hit", "popular"))}
+    out["truth_topic"] = pooled["truth_topic"] / max(pooled["truth_n"], 1)
+    out["truth_topic_style"] = pooled["topic_and_style"] / max(pooled["truth_n"], 1)
     out["evaluated"] = pooled["evaluated"]
     out["pushes"] = n_pushes
     out["fallback_share"] = sum(sources[s] for s in FALLBACKS) / max(n_pushes, 1)
     out["alternate_share"] = sources["cluster_alternate"] / max(n_pushes, 1)
     return storage, out
+
+
+def relevance(storage: Storage, outbox: pd.DataFrame) -> pd.DataFrame:
+    """Per push (ground truth): item topic among the user's topics, and also one of the user's styles."""
+    from tests.frames import upto
+
+    items = upto(storage, "truth_items", outbox["date"].iloc[0], columns=["item_id", "topic", "style"])
+    users = upto(storage, "truth_users", outbox["date"].iloc[0], columns=["user_id", "topics", "styles"])
+    rows = outbox[["user_id", "item_id"]].merge(items, on="item_id").merge(users, on="user_id")
+    topic = np.array([t in set(ts) for t, ts in zip(rows["topic"], rows["topics"])])
+    style = np.array([s in set(ss) for s, ss in zip(rows["style"], rows["styles"])])
+    return pd.DataFrame({"topic": topic, "topic_and_style": topic & style})
 
 
 def frame_rates(storage: Storage, days: list[date], seed: int = 0) -> dict[str, float]:
@@ -95,17 +115,19 @@ def main() -> None:
     print(f"world: {args.users} users / {args.items} items, seed {args.seed}; days {days[0]}..{days[-1]}")
 
     results = {}
-    for name, params in {"no alternates": {"alternates_per_cluster": 0}, "popular alternates (default)": {}}.items():
+    variants = {"no alternates": {"alternates_per_cluster": 0}, "popular alternates (default)": {},
+                "creator affinity": {"creator_affinity": True}}
+    for name, params in variants.items():
         root = base.parent / name.split()[0]
         shutil.copytree(base, root)
-        results[name] = run_days(root, days, params)
+        results[name] = run_days(root, days, params)[1]
     print("\n| variant | pushes | fallback share | alternates share | hit rate item | hit rate cluster "
-          "| popular item | popular cluster |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| popular item | popular cluster | truth: user's topic | truth: topic and style |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['pushes']:,} | {r['fallback_share']:.1%} | {r['alternate_share']:.1%} "
               f"| {r['hit_rate_item']:.2%} | {r['hit_rate_cluster']:.1%} | {r['popular_hit_rate_item']:.2%} "
-              f"| {r['popular_hit_rate_cluster']:.1%} |")
+              f"| {r['popular_hit_rate_cluster']:.1%} | {r['truth_topic']:.1%} | {r['truth_topic_style']:.1%} |")
 
     default = Storage(str(base.parent / "popular"))
     f = frame_rates(default, days, args.seed)

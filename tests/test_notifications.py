@@ -114,6 +114,23 @@ def test_big_image_is_the_keyframe_closest_to_the_matching_interest(world, upstr
     assert chosen["on_topic"].mean() > first["on_topic"].mean() + 0.2
 
 
+def test_creator_affinity_is_off_by_default_and_boosts_the_dominant_creator(world, upstream):
+    assert "creator" not in run(world)["sources"] and not world.read("outbox", DT)["reason"].str.contains(
+        "dominant creator").any()
+    stats = run(world, creator_affinity=True)
+    outbox = world.read("outbox", DT)
+    history = span(world, "events", DT - timedelta(days=6), DT, columns=["user_id", "item_id", "completion", "liked",
+                                                                         "shared"])
+    positive = history[(history["completion"] > 0.9) | history["liked"] | history["shared"]]
+    creator_of = upto(world, "items", DT, columns=["item_id", "creator_id"]).set_index("item_id")["creator_id"]
+    counts = positive.assign(creator=positive["item_id"].map(creator_of)).groupby(["user_id", "creator"]).size()
+    share = counts / counts.groupby("user_id").transform("sum")
+    dominant = {u: c for (u, c), n in counts.items() if n >= 3 and share[(u, c)] >= 0.3}
+    boosted = outbox[outbox["reason"].str.contains("dominant creator x1.5")]
+    assert stats["creator_boosted"] == len(boosted) > 0
+    assert all(dominant.get(u) == creator_of[i] for u, i in zip(boosted["user_id"], boosted["item_id"]))
+
+
 def test_rerun_gives_identical_outbox_and_no_duplicate_log(world, upstream):
     run(world)
     first = world.read("outbox", DT)

@@ -186,6 +186,12 @@ class NotificationSettings(_Strict):
     """fallback: clusters retrieved beyond k_neighbours"""
     popular_k: int = Field(50, ge=1)
     """popular items per language in the fallback index"""
+    creator_affinity: bool = False
+    """a user's dominant creator's items become candidates and rank x (1 + creator_boost)"""
+    creator_boost: float = Field(0.5, ge=0)
+    """ranking gain of the dominant creator's items when creator_affinity is on"""
+    creator_min_share: float = Field(0.3, gt=0, le=1)
+    """share of a user's positives of the last popularity_days from one creator that makes it dominant (3 at least)"""
     alternates_per_cluster: int = Field(10, ge=0)
     """first fallback: most popular items per (global cluster, language) beyond the medoids (0 = off)"""
     popularity_days: int = Field(7, ge=1)

@@ -108,6 +108,7 @@ class Arrays:
     user_language: np.ndarray | None = None  # the users' language codes as given (None = none), for the text
     keyframes: Keyframes | None = None
     content: np.ndarray | None = None  # content-space vectors by item position (frame choice)
+    user_creator: np.ndarray | None = None  # per user the dominant creator id of their positives, -1 none
 
     @property
     def n_items(self) -> int:
@@ -279,7 +280,30 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
               "users_with_seeds": int(seeds_df["user_pos"].nunique()), "blocked_items": int((~allowed).sum()),
               "history_events": int((events.age < cfg.history_days).sum())}
     return Arrays(dt, cat, user_ids, user_lang, seeds_df, *clusters, templates, excluded, allowed, sent_counts,
-                  yesterday, today_watched, today_played, counts, user_lang_str, *_frames(tables, cat))
+                  yesterday, today_watched, today_played, counts, user_lang_str,
+                  *_frames(tables, cat), dominant_creators(events, cat, len(user_ids), cfg))
+
+
+MIN_CREATOR_POSITIVES = 3
+
+
+def dominant_creators(events: Events, cat: Catalogue, n_users: int, cfg: NotificationSettings) -> np.ndarray:
+    """Per user the creator of at least ``creator_min_share`` (and 3) of their recent positives, else -1.
+
+    Recent = the ``popularity_days`` whose engagement columns are read (the positives the popularity uses).
+    """
+    out = np.full(n_users, -1, dtype=np.int64)
+    pos = events.positive & (events.age < cfg.popularity_days)
+    if not pos.any():
+        return out
+    creator = cat.frame["creator_id"].to_numpy(np.int64)[events.item[pos]]
+    pairs = pd.DataFrame({"user": events.user[pos], "creator": creator}).value_counts().rename("n").reset_index()
+    total = pairs.groupby("user")["n"].transform("sum")
+    top = pairs.assign(share=pairs["n"] / total).sort_values(["user", "n", "creator"], ascending=[True, False, True])
+    top = top.drop_duplicates("user")
+    top = top[(top["share"] >= cfg.creator_min_share) & (top["n"] >= MIN_CREATOR_POSITIVES)]
+    out[top["user"].to_numpy()] = top["creator"].to_numpy()
+    return out
 
 
 def _frames(tables: Tables, cat: Catalogue) -> tuple[Keyframes | None, np.ndarray]:

@@ -10,6 +10,7 @@ seed, so the per-user work is only an expansion of precomputed lists:
   most popular items of the same nearest clusters beyond their medoids and top members: every item
   with a vector belongs to its nearest cluster), then ``more_global_medoids`` (cluster ranks
   ``k_neighbours..more_neighbours``), ``cold_start`` (newest items nearest the seed) and ``popular``.
+* ``creator`` (only with ``creator_affinity``): the most popular items of the user's dominant creator.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from recsys_notify.core.config import NotificationSettings
 from recsys_notify.notifications.arrays import Arrays
 
 SOURCES = ("global_medoid", "cluster_member", "short_term", "more_global_medoids", "cold_start", "popular",
-           "cluster_alternate")
+           "cluster_alternate", "creator")
 FALLBACKS = ("cluster_alternate", "more_global_medoids", "cold_start", "popular")
 SRC = {name: np.int8(i) for i, name in enumerate(SOURCES)}
 
@@ -74,6 +75,7 @@ class CandidateIndex:
         self.items, self.is_rep = self._cluster_items()
         self.alternates = self._alternates()
         self.popular = self._popular()
+        self.creators, self.creator_items = self._creator_items()
 
     def _cluster_items(self) -> tuple[np.ndarray, np.ndarray]:
         """(clusters, language slots + any, m) item positions: representatives and top members by prior."""
@@ -119,6 +121,32 @@ class CandidateIndex:
         items = np.full((len(inp.cluster_ids), self.any_slot + 1, a), -1, dtype=np.int64)
         items[both["cluster_pos"].to_numpy(), both["slot"].to_numpy(), both["r"].to_numpy()] = both["item_pos"]
         return items, np.zeros(items.shape, dtype=bool)
+
+    def _creator_items(self) -> tuple[np.ndarray, np.ndarray]:
+        """Creator ids (sorted) and their ``items_per_cluster`` allowed items of highest prior, -1 padded."""
+        cat, m = self.inputs.catalogue, self.cfg.items_per_cluster
+        if not self.cfg.creator_affinity:
+            return np.zeros(0, np.int64), np.zeros((0, m), np.int64)
+        pool = np.flatnonzero(self.inputs.allowed)
+        creator = cat.frame["creator_id"].to_numpy(np.int64)[pool]
+        order = np.lexsort((pool, -cat.prior[pool], creator))
+        pool, creator = pool[order], creator[order]
+        ids, first = np.unique(creator, return_index=True)
+        rank = np.arange(len(pool)) - np.repeat(first, np.diff(np.append(first, len(pool))))
+        out = np.full((len(ids), m), -1, dtype=np.int64)
+        keep = rank < m
+        out[np.searchsorted(ids, creator[keep]), rank[keep]] = pool[keep]
+        return ids, out
+
+    def creator_rows(self, users: np.ndarray, creators: np.ndarray) -> Rows:
+        """Every user crossed with their dominant creator's items (users with a creator only)."""
+        if not len(self.creators):
+            users = users[:0]
+        at = np.searchsorted(self.creators, creators[:len(users)]).clip(max=max(len(self.creators) - 1, 0))
+        known = self.creators[at] == creators[:len(users)] if len(self.creators) else np.zeros(0, bool)
+        rows = popular_rows(users[known], at[known], self.creator_items)
+        rows.source[:] = SRC["creator"]
+        return rows
 
     def _popular(self) -> np.ndarray:
         """(language slots + any, popular_k) most positively engaged allowed items, -1 padded."""

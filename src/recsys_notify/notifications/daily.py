@@ -120,15 +120,21 @@ def build_outbox(inputs: Arrays, choice: Choice, held_out: np.ndarray, version: 
               f"image frame {ts:.2f}s (closest to the {FRAME_SOURCES[s]} item {iid}, cosine {c:.2f})"
               for s, ts, iid, c in zip(image.source.tolist(), image.ts.tolist(), interest_ids.tolist(),
                                        image.cosine.tolist())]
-    frame["reason"] = [f"{why}; text {tid} ({lv}, language {lg}{' from the item' if fi else ''}"
+    creator = cat.frame["creator_id"].to_numpy(np.int64)[choice.item]
+    user_creator = inputs.user_creator[choice.user] if inputs.user_creator is not None else np.full(len(creator), -1)
+    by_creator = cfg.creator_affinity & (user_creator >= 0) & (creator == user_creator)
+    gain = f"; dominant creator x{1 + cfg.creator_boost:g}"
+    frame["reason"] = [f"{why}{gain if boosted else ''}; text {tid} "
+                       f"({lv}, language {lg}{' from the item' if fi else ''}"
                        f"{'' if tl in (lg, '*') else f', template language {tl}'}); {img}"
-                       for why, tid, lv, lg, fi, tl, img in zip(
-                           reasons(inputs, choice, cluster_ids, champion, version), frame["template_id"], level, lang,
-                           from_item, text_lang, images)]
+                       for why, boosted, tid, lv, lg, fi, tl, img in zip(
+                           reasons(inputs, choice, cluster_ids, champion, version), by_creator, frame["template_id"],
+                           level, lang, from_item, text_lang, images)]
     frame["holdout"] = held_out[choice.user]
     counts = {f"text_{name}": int((level == name).sum()) for name in TEXT_LEVELS}
     counts["language_from_item"] = int(from_item.sum())
     counts |= {f"frame_{name}": int((image.source == i).sum()) for i, name in enumerate(FRAME_SOURCES)}
+    counts["creator_boosted"] = int(np.sum(by_creator))
     counts |= {f"language_{code}": int(n) for code, n in sorted(Counter(lang.tolist()).items())}
     return frame[OUTBOX_COLUMNS], counts  # choices come in user-position order, i.e. ascending user_id
 

@@ -111,6 +111,11 @@ class Selector:
         q = self.s_q[a:b]
         rows = expand(self.s_user[a:b], self.s_item[a:b], self.s_weight[a:b], self.main, q,
                       rep_source(self.main, q, self.s_short[a:b]))
+        if self.cfg.creator_affinity and inp.user_creator is not None:
+            users = lo + np.flatnonzero(self.target[lo:hi] & (inp.user_creator[lo:hi] >= 0))
+            creator = self.ci.creator_rows(users, inp.user_creator[users])
+            creator.sim = self._affinity(creator, a, b)
+            rows = Rows.concat([rows, creator])
         rows = self._dedupe_and_filter(rows)
         count = np.bincount(rows.user - lo, minlength=hi - lo)
         short = lo + np.flatnonzero(self.target[lo:hi] & (count < self.cfg.min_candidates))
@@ -136,7 +141,16 @@ class Selector:
         return rows.take(np.flatnonzero(self.keep(rows)))
 
     def _score(self, rows: Rows) -> np.ndarray:
-        return transparent(rows.sim, self.inputs.catalogue.prior[rows.item])
+        score = transparent(rows.sim, self.inputs.catalogue.prior[rows.item])
+        if self.cfg.creator_affinity and self.inputs.user_creator is not None:
+            score = score * np.where(self.boosted(rows.user, rows.item), 1.0 + self.cfg.creator_boost, 1.0)
+        return score
+
+    def boosted(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+        """Whether each (user, item) is by the user's dominant creator."""
+        inp = self.inputs
+        creator = inp.catalogue.frame["creator_id"].to_numpy(np.int64)
+        return (inp.user_creator[user] >= 0) & (creator[item] == inp.user_creator[user])
 
 
 def choose(inputs: Arrays, cfg: NotificationSettings, target: np.ndarray,
