@@ -135,6 +135,9 @@ def run(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] |
         tracking.log_lineage(inputs)
         numeric = {k: float(v) for k, v in {**result.stats, **metrics}.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
+        rows = max(len(result.outbox), 1)  # language, text fallback and image source as shares of the outbox
+        numeric |= {f"share_{k}": v / rows for k, v in numeric.items()
+                    if k.startswith(("text_", "language_", "frame_", "creator_boosted"))}
         mlflow.log_metrics(numeric)
         mlflow.log_dict({"stats": stats, "metrics": metrics}, "notifications.json")
     log.info("notifications %s: %s", dt, result.stats)
