@@ -69,8 +69,9 @@ def test_every_eligible_user_gets_exactly_one_filtered_notification(world, upstr
     assert len(log) == len(outbox) and set(log.loc[log["holdout"], "status"]) == {"holdout"}
 
 
-def test_every_push_is_in_the_users_language_or_the_documented_fallback(world, upstream):
-    """Each row's text is the user's language's (ops or phrase-table wording); else a fallback its reason names."""
+def test_push_content_language_text_and_image(world, upstream):
+    """Each row's text is the user's language's (ops or phrase-table wording), else a fallback its reason names;
+    the big image is the keyframe closest to the matching interest; creator affinity is off by default."""
     stats = run(world)
     outbox = world.read("outbox", DT)
     user_lang = dict(zip(*upto(world, "users", DT)[["user_id", "language"]].to_numpy().T))
@@ -96,12 +97,9 @@ def test_every_push_is_in_the_users_language_or_the_documented_fallback(world, u
     levels = {k: stats[f"text_{k}"] for k in ("language", "any", "generic", "default")}
     assert sum(levels.values()) == len(outbox) and levels["default"] == levels["any"] == 0
     assert sum(v for k, v in stats.items() if k.startswith("language_") and k != "language_from_item") == len(outbox)
+    assert "creator" not in stats["sources"] and stats["creator_boosted"] == 0
 
-
-def test_big_image_is_the_keyframe_closest_to_the_matching_interest(world, upstream):
-    """The chosen frame shows the item's topic far more often than the first or a random frame (ground truth)."""
-    stats = run(world)
-    outbox = world.read("outbox", DT)
+    # the chosen frame shows the item's topic far more often than the first frame (ground truth)
     frames = upto(world, "frames", DT).merge(upto(world, "truth_frames", DT), on=["item_id", "frame_ts"])
     framed = outbox[outbox["frame_ts"].notna()]
     assert len(framed) > 0.9 * len(outbox) and stats["frame_cover"] == len(outbox) - len(framed)
@@ -114,9 +112,7 @@ def test_big_image_is_the_keyframe_closest_to_the_matching_interest(world, upstr
     assert chosen["on_topic"].mean() > first["on_topic"].mean() + 0.2
 
 
-def test_creator_affinity_is_off_by_default_and_boosts_the_dominant_creator(world, upstream):
-    assert "creator" not in run(world)["sources"] and not world.read("outbox", DT)["reason"].str.contains(
-        "dominant creator").any()
+def test_creator_affinity_boosts_the_users_dominant_creator(world, upstream):
     stats = run(world, creator_affinity=True)
     outbox = world.read("outbox", DT)
     history = span(world, "events", DT - timedelta(days=6), DT, columns=["user_id", "item_id", "completion", "liked",
