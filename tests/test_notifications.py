@@ -127,6 +127,17 @@ def test_creator_affinity_boosts_the_users_dominant_creator(world, upstream):
     assert all(dominant.get(u) == creator_of[i] for u, i in zip(boosted["user_id"], boosted["item_id"]))
 
 
+def test_user_without_a_language_gets_the_items_language(world, upstream):
+    medoids = upstream["user_medoids"]
+    stranger = medoids[medoids["user_id"] == medoids["user_id"].iloc[0]].assign(user_id=999_999)  # not in users
+    world.write("user_medoids", DT, pd.concat([medoids, stranger], ignore_index=True))
+    stats = run(world)
+    row = world.read("outbox", DT).set_index("user_id").loc[999_999]
+    item_language = upto(world, "items", DT).set_index("item_id").loc[row["item_id"], "language"]
+    assert row["language"] == item_language and f"language {item_language} from the item" in row["reason"]
+    assert stats["language_from_item"] == 1
+
+
 def test_rerun_gives_identical_outbox_and_no_duplicate_log(world, upstream):
     run(world)
     first = world.read("outbox", DT)
