@@ -13,9 +13,12 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from recsys_notify.core.config import resolve_path
 from recsys_notify.core.embeddings import VECTORS, item_vectors, vectors_request
 from recsys_notify.core.inputs import resolve
 from recsys_notify.core.storage import Storage
+from recsys_notify.core.templates import COLUMNS, load_phrases
+from recsys_notify.global_medoids.templates import build_templates
 from tests.frames import span, upto
 
 LANGS_WITH_OPS_TEMPLATE = ("en",)
@@ -32,7 +35,7 @@ def build_upstream(storage: Storage, dt: date, k: int = 40, medoids_per_user: in
     km.train(vec)
     dist, assign = km.index.search(vec, 1)
     item_cluster = pd.DataFrame({"item_id": ids, "cluster": assign[:, 0], "distance": dist[:, 0]})
-    items = upto(storage, "items", dt, columns=["item_id", "language"])
+    items = upto(storage, "items", dt, columns=["item_id", "language", "caption"])
 
     events = span(storage, "events", dt - timedelta(days=13), dt,
                                 columns=["user_id", "item_id", "completion", "liked"])
@@ -74,10 +77,16 @@ def build_upstream(storage: Storage, dt: date, k: int = 40, medoids_per_user: in
                                     "cluster_id": gc["cluster"].astype("int64"),
                                     "distance": gc["distance"].astype("float64")}).reset_index(drop=True)
 
+    # automatic templates from the clusters' same-language captions, as global_medoids builds them, plus
+    # an English ops template per cluster (with an unknown placeholder, which rendering must drop)
     clusters = np.arange(k)
+    captioned = item_cluster.merge(items, on="item_id")
+    auto = build_templates(captioned["cluster"].to_numpy(), captioned["caption"].tolist(),
+                           captioned["language"].tolist(), pd.DataFrame(columns=COLUMNS),
+                           load_phrases(resolve_path("configs/phrases.yaml")))
+    auto = auto[auto["language"] != "en"]
     templates = pd.concat([
-        pd.DataFrame({"cluster_id": clusters, "language": "*", "template_id": [f"auto-{c}" for c in clusters],
-                      "title": "More like this", "body": "{caption}", "source": "auto", "keywords": [[]] * k}),
+        auto,
         pd.DataFrame({"cluster_id": clusters, "language": "en", "template_id": [f"ops-{c}-en" for c in clusters],
                       "title": "Trending in {missing_field} your feed", "body": "Watch: {caption}", "source": "ops",
                       "keywords": [[]] * k}),

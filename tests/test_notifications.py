@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
 import numpy as np
@@ -9,11 +10,15 @@ import pandas as pd
 import pytest
 from notify_fixtures import build_upstream
 
-from recsys_notify.core.config import get_settings
+from recsys_notify.core.config import get_settings, resolve_path
 from recsys_notify.core.contract import ContractError
+from recsys_notify.core.templates import load_phrases
+from recsys_notify.core.text import clean, repeated_words
+from recsys_notify.notifications import arrays
 from recsys_notify.notifications import step as nt
 from recsys_notify.notifications.candidates import SOURCES
 from recsys_notify.notifications.eligibility import holdout
+from recsys_notify.notifications.select import in_sorted
 from tests.frames import span, upto
 
 DT = date(2026, 11, 12)
@@ -54,7 +59,7 @@ def test_every_eligible_user_gets_exactly_one_filtered_notification(world, upstr
     assert not outbox["title"].str.contains(r"\{").any() and not outbox["body"].str.contains(r"\{").any()
     en = outbox[outbox["language"] == "en"]
     assert en["template_id"].str.startswith("ops-").all()  # ops template in the user's language wins
-    assert outbox.loc[outbox["language"] != "en", "template_id"].str.startswith("auto-").all()
+    assert outbox.loc[outbox["language"] != "en", "template_id"].str.match(r"auto-|generic-").all()
     assert (outbox["model_version"] == "transparent-v1").all()
     assert outbox["reason"].str.len().gt(10).all() and not outbox["thumbnail"].str.contains("{").any()
 
@@ -62,6 +67,75 @@ def test_every_eligible_user_gets_exactly_one_filtered_notification(world, upstr
     assert (outbox["holdout"].to_numpy() == expected_holdout).all() and 0 < expected_holdout.sum() < 0.15 * len(outbox)
     log = world.read("delivery_log", DT)
     assert len(log) == len(outbox) and set(log.loc[log["holdout"], "status"]) == {"holdout"}
+
+
+def test_push_content_language_text_and_image(world, upstream):
+    """Each row's text is the user's language's (ops or phrase-table wording), else a fallback its reason names;
+    the big image is the keyframe closest to the matching interest; creator affinity is off by default."""
+    stats = run(world)
+    outbox = world.read("outbox", DT)
+    user_lang = dict(zip(*upto(world, "users", DT)[["user_id", "language"]].to_numpy().T))
+    templates = world.read("templates", DT).set_index("template_id")
+    phrases = load_phrases(resolve_path("configs/phrases.yaml"))
+    assert len(set(outbox["language"])) >= 5
+    for row in outbox.itertuples():
+        lang = user_lang[row.user_id]
+        assert row.language == lang
+        words = phrases[lang]
+        if row.template_id.startswith("ops-"):  # the fixture's English ops template
+            assert lang == "en" and row.title.startswith("Trending in") and "(language, language en)" in row.reason
+        elif row.template_id in templates.index:  # automatic: a phrase of the language with one keyword
+            assert templates.loc[row.template_id, "language"] == lang and "(language, language" in row.reason
+            patterns = [re.escape(t).replace(re.escape("{keyword}"), r"\S+") for t in words.titles]
+            assert row.title == words.generic_title or any(re.fullmatch(p, row.title) for p in patterns), row.title
+        else:  # documented fallback: the language's generic text
+            assert row.template_id == f"generic-{lang}" and row.title == words.generic_title
+            assert "(generic, language" in row.reason
+        assert len(row.title) <= 50 and len(row.body) <= 120
+        assert clean(row.title) == row.title and clean(row.body) == row.body
+        assert not repeated_words(row.title) and not repeated_words(row.body)
+    levels = {k: stats[f"text_{k}"] for k in ("language", "any", "generic", "default")}
+    assert sum(levels.values()) == len(outbox) and levels["default"] == levels["any"] == 0
+    assert sum(v for k, v in stats.items() if k.startswith("language_") and k != "language_from_item") == len(outbox)
+    assert "creator" not in stats["sources"] and stats["creator_boosted"] == 0
+
+    # the chosen frame shows the item's topic far more often than the first frame (ground truth)
+    frames = upto(world, "frames", DT).merge(upto(world, "truth_frames", DT), on=["item_id", "frame_ts"])
+    framed = outbox[outbox["frame_ts"].notna()]
+    assert len(framed) > 0.9 * len(outbox) and stats["frame_cover"] == len(outbox) - len(framed)
+    chosen = framed.merge(frames, on=["item_id", "frame_ts"], how="left")
+    assert chosen["on_topic"].notna().all() and (chosen["image_uri_x"] == chosen["image_uri_y"]).all()
+    assert framed["reason"].str.contains(r"image frame [\d.]+s \(closest to the (?:seed|cluster) item").all()
+    covers = outbox[outbox["frame_ts"].isna()]
+    assert (covers["image_uri"] == covers["thumbnail"]).all() and covers["reason"].str.contains("image cover").all()
+    first = framed[["item_id"]].merge(frames.sort_values("frame_ts").drop_duplicates("item_id"), on="item_id")
+    assert chosen["on_topic"].mean() > first["on_topic"].mean() + 0.2
+
+
+def test_creator_affinity_boosts_the_users_dominant_creator(world, upstream):
+    stats = run(world, creator_affinity=True)
+    outbox = world.read("outbox", DT)
+    history = span(world, "events", DT - timedelta(days=6), DT, columns=["user_id", "item_id", "completion", "liked",
+                                                                         "shared"])
+    positive = history[(history["completion"] > 0.9) | history["liked"] | history["shared"]]
+    creator_of = upto(world, "items", DT, columns=["item_id", "creator_id"]).set_index("item_id")["creator_id"]
+    counts = positive.assign(creator=positive["item_id"].map(creator_of)).groupby(["user_id", "creator"]).size()
+    share = counts / counts.groupby("user_id").transform("sum")
+    dominant = {u: c for (u, c), n in counts.items() if n >= 3 and share[(u, c)] >= 0.3}
+    boosted = outbox[outbox["reason"].str.contains("dominant creator x1.5")]
+    assert stats["creator_boosted"] == len(boosted) > 0
+    assert all(dominant.get(u) == creator_of[i] for u, i in zip(boosted["user_id"], boosted["item_id"]))
+
+
+def test_user_without_a_language_gets_the_items_language(world, upstream):
+    medoids = upstream["user_medoids"]
+    stranger = medoids[medoids["user_id"] == medoids["user_id"].iloc[0]].assign(user_id=999_999)  # not in users
+    world.write("user_medoids", DT, pd.concat([medoids, stranger], ignore_index=True))
+    stats = run(world)
+    row = world.read("outbox", DT).set_index("user_id").loc[999_999]
+    item_language = upto(world, "items", DT).set_index("item_id").loc[row["item_id"], "language"]
+    assert row["language"] == item_language and f"language {item_language} from the item" in row["reason"]
+    assert stats["language_from_item"] == 1
 
 
 def test_rerun_gives_identical_outbox_and_no_duplicate_log(world, upstream):
@@ -86,8 +160,44 @@ def test_sent_items_are_not_repeated_and_frequency_cap(world, upstream):
 
     feedback = world.read("delivery_feedback", DT)
     assert len(feedback) == (~before["holdout"]).sum()
-    watched = pairs(world.read("events", DT))
-    assert feedback["engaged"].tolist() == [(u, i) in watched for u, i in zip(feedback["user_id"], feedback["item_id"])]
+    events = world.read("events", DT)
+    watched = pairs(events)
+    played = pairs(events[events["completion"] >= get_settings().notifications.played_completion])
+    sent_pairs = list(zip(feedback["user_id"], feedback["item_id"]))
+    assert feedback["opened"].tolist() == [p in watched for p in sent_pairs] and feedback["delivered"].all()
+    assert feedback["engaged"].tolist() == feedback["played"].tolist() == [p in played for p in sent_pairs]
+
+
+def test_click_without_play_is_no_engagement(world, upstream):
+    """An item opened the day after it was sent but not played stays out of later sends, like an ignored one."""
+    day0 = DT - timedelta(days=1)
+    run(world, day0)
+    sent = world.read("outbox", day0)
+    sent = sent[~sent["holdout"]].iloc[:2]
+    events = world.read("events", DT)
+    extra = events.iloc[:2].copy()
+    extra["user_id"], extra["item_id"] = sent["user_id"].to_numpy(), sent["item_id"].to_numpy()
+    extra["completion"] = [0.02, 0.8]  # a tap that bounced, and a real play
+    extra["watch_time_s"] = extra["completion"] * extra["duration_s"]
+    extra["session_id"] = extra["session_id"] + 10**9
+    world.write("events", DT, pd.concat([events, extra], ignore_index=True))
+    stats = run(world)
+    fb = world.read("delivery_feedback", DT).set_index(["user_id", "item_id"])
+    (bounced, played) = list(zip(sent["user_id"], sent["item_id"]))
+    assert fb.loc[bounced, ["delivered", "opened", "played", "engaged"]].tolist() == [True, True, False, False]
+    assert fb.loc[played, ["delivered", "opened", "played", "engaged"]].tolist() == [True, True, True, True]
+    assert stats["feedback_opened_not_played"] >= 1 and stats["feedback_played"] >= 1
+
+    # the next day, with the history and sent windows too short to see them, only the feedback decides
+    nxt = DT + timedelta(days=1)
+    build_upstream(world, nxt)
+    base = get_settings()
+    settings = base.model_copy(update={"notifications": base.notifications.model_copy(
+        update={"history_days": 1, "sent_lookback_days": 1})})
+    dense = arrays.build(nt.read_tables(nt.resolve_inputs(world, settings, nxt), settings, nxt), settings, nxt)
+    users, items = np.searchsorted(dense.user_ids, [bounced[0], played[0]]), np.searchsorted(
+        dense.catalogue.item_ids, [bounced[1], played[1]])
+    assert in_sorted(dense.keys(users, items), dense.excluded).tolist() == [True, False]
 
 
 def test_unengaged_sends_blocked_items_and_no_medoid_policy(world, upstream):

@@ -7,6 +7,9 @@ values carry the most variance. Each user has 1-6 interest topics with weights a
 preferred styles; engagement (completion, like, share) rises with topic weight *and* style match,
 so engagement depends on more than content, which is what the generic embedding model must learn.
 
+Each item has 3-8 keyframes (``frames``) embedded in the same space: a frame shows the item's topic
+(ground truth ``truth_frames.on_topic``, about half of them) or another topic, with the same noise.
+
 Activity is heavy-tailed (lognormal, median ~40 and p99.9 ~2000 interactions per 14 days),
 item popularity is Pareto-skewed, new items appear every day, events come in sessions. With
 ``interest_drift`` > 0 interests move over time: trending topics (new videos) that users take up.
@@ -26,7 +29,7 @@ import pyarrow as pa
 from sklearn.decomposition import PCA
 
 from recsys_notify.core.contract import EMBEDDING_DIM, ingest
-from recsys_notify.core.datasets import EVENTS, ITEMS, TRUTH_ITEMS, TRUTH_USERS, USERS
+from recsys_notify.core.datasets import EVENTS, FRAMES, ITEMS, TRUTH_FRAMES, TRUTH_ITEMS, TRUTH_USERS, USERS
 from recsys_notify.core.storage import Storage, as_date
 
 LANG_CODES = np.array(["en", "es", "pt", "hi", "id", "ru", "de"])
@@ -42,6 +45,8 @@ WORDS = (
     "news weather nature birds ocean snow farming horses"
 ).split()
 FILLER = "wow amazing best new daily tips watch try today epic quick easy top love".split()
+FRAME_URI = "s3://recsys-media/frames/{item_id}/{ms}.jpg"
+ON_TOPIC_FRAME_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,9 @@ class World:
     user_styles: np.ndarray  # (n_users, 2) style ids (may repeat)
     user_rate: np.ndarray  # expected interactions per day
     trend_topics: np.ndarray  # the least popular topics, in the order they trend under interest drift
+    embed: Callable[[np.ndarray], np.ndarray]  # raw (n, 256) -> PCA-128 content space, as the items were
+    centres: np.ndarray  # (topics, 256) raw topic centres
+    style_dirs: np.ndarray  # (styles, 256) raw style directions
 
 
 def _day_start(day: date) -> pd.Timestamp:
@@ -182,8 +190,30 @@ def build_world(cfg: GeneratorConfig) -> World:
     trend = rng.permutation(np.argsort(topic_share, kind="stable")[:max(1, T // 2)])
     if cfg.interest_drift > 0:
         _launch_trends(cfg, trend, topic, created_day, items)
+    embed = lambda raw: pca.transform(raw.astype(np.float32)).astype(np.float32)  # noqa: E731
     return World(items, topic, style, pop, created_day, users, user_topics, user_weights, user_styles, total / 14.0,
-                 trend)
+                 trend, embed, centres, style_dirs)
+
+
+def frames_for(cfg: GeneratorConfig, world: World, rows: np.ndarray, day_idx: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Keyframes (the ``frames`` contract) and their ground truth for the items at positions ``rows``."""
+    rng = np.random.default_rng([cfg.seed, day_idx, 7])
+    n = rng.integers(3, 9, len(rows))
+    item = np.repeat(rows, n)
+    j = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    on_topic = rng.random(len(item)) < ON_TOPIC_FRAME_SHARE
+    other = rng.integers(0, cfg.topics, len(item))
+    topic = np.where(on_topic | (cfg.topics < 2), world.item_topic[item], other)
+    on_topic |= topic == world.item_topic[item]
+    raw_dim = world.centres.shape[1]
+    raw = (world.centres[topic] + world.style_dirs[world.item_style[item]]
+           + rng.normal(size=(len(item), raw_dim)) / np.sqrt(raw_dim) * 4.0 * cfg.noise)
+    duration = world.items["duration_s"].to_numpy()[item]
+    ts = np.round(duration * (j + rng.uniform(0.2, 0.8, len(item))) / np.repeat(n, n), 2)
+    ids = world.items["item_id"].to_numpy()[item]
+    frames = pd.DataFrame({"item_id": ids, "frame_ts": ts, "embedding": list(world.embed(raw)),
+                           "image_uri": [FRAME_URI.format(item_id=i, ms=int(t * 1000)) for i, t in zip(ids, ts)]})
+    return frames, pd.DataFrame({"item_id": ids, "frame_ts": ts, "on_topic": on_topic})
 
 
 def _launch_trends(cfg: GeneratorConfig, trend: np.ndarray, topic: np.ndarray, created_day: np.ndarray,
@@ -371,6 +401,9 @@ def generate(storage: Storage, cfg: GeneratorConfig,
             storage.write(TRUTH_USERS.name, day, truth_frames(world)[1].iloc[moved].reset_index(drop=True))
         storage.write(TRUTH_ITEMS.name, day, truth_items[todays])
         ingest(storage, ITEMS.name, day, world.items[todays].reset_index(drop=True))
+        frames, frame_truth = frames_for(cfg, world, np.flatnonzero(todays), d)
+        storage.write(TRUTH_FRAMES.name, day, frame_truth)
+        ingest(storage, FRAMES.name, day, frames, known_items=world.items["item_id"].to_numpy()[first_day <= d])
         stats = ingest(storage, EVENTS.name, day, events_for_day(cfg, world, d),
                        known_items=world.items["item_id"].to_numpy()[first_day <= d])
         counts["events"] += stats["rows"]

@@ -142,6 +142,8 @@ class GlobalMedoidSettings(_Strict):
     """cosine distance above which a cluster gets a new id"""
     templates_path: str = "configs/templates.yaml"
     """ops notification templates (YAML)"""
+    phrases_path: str = "configs/phrases.yaml"
+    """per-language wording of automatic notification text (YAML; notifications read it too)"""
     template_keywords: int = Field(3, ge=1, le=20)
     """keywords per automatic template"""
     template_variants: int = Field(3, ge=1, le=3)
@@ -192,6 +194,14 @@ class NotificationSettings(_Strict):
     """fallback: clusters retrieved beyond k_neighbours"""
     popular_k: int = Field(50, ge=1)
     """popular items per language in the fallback index"""
+    creator_affinity: bool = False
+    """a user's dominant creator's items become candidates and rank x (1 + creator_boost)"""
+    creator_boost: float = Field(0.5, ge=0)
+    """ranking gain of the dominant creator's items when creator_affinity is on"""
+    creator_min_share: float = Field(0.3, gt=0, le=1)
+    """share of a user's positives of the last popularity_days from one creator that makes it dominant (3 at least)"""
+    alternates_per_cluster: int = Field(10, ge=0)
+    """first fallback: most popular items per (global cluster, language) beyond the medoids (0 = off)"""
     popularity_days: int = Field(7, ge=1)
     """days of positive engagement counted as popularity"""
     cold_start_days: int = Field(2, ge=1)
@@ -204,6 +214,8 @@ class NotificationSettings(_Strict):
     """completion above which a view is positive"""
     unengaged_lookback_days: int = Field(90, ge=1)
     """an item sent but not engaged within this many days is not sent again"""
+    played_completion: float = Field(0.1, ge=0, le=1.5)
+    """a notified item opened the next day counts as played (engaged) from this completion on"""
     freshness_days: float = Field(3.0, gt=0)
     """transparent score: freshness decay (days)"""
     freshness_boost: float = Field(1.0, ge=0)

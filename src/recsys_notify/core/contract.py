@@ -142,6 +142,15 @@ def _row_reasons(dataset: str, df: pd.DataFrame, dt: date | None, known_items: n
     elif dataset == "users":
         flag(~df["language"].isin(LANGUAGES), "unknown language code")
         flag(df.duplicated("user_id", keep="first"), "duplicate user_id")
+    elif dataset == "frames":  # optional keyframes: validated like items, and their item must exist
+        flag(~np.isfinite(df["frame_ts"].astype("float64")) | (df["frame_ts"] < 0), "frame_ts not a finite offset >= 0")
+        flag(df["image_uri"].isna() | (df["image_uri"].astype(str).str.strip() == ""), "image_uri missing")
+        if known_items is not None:
+            flag(~df["item_id"].isin(known_items), "unknown item_id")
+        problems = _embedding_problems(df["embedding"], EMBEDDING_DIM)
+        for text in problems.dropna().unique():
+            flag(problems == text, text)
+        flag(df.duplicated(["item_id", "frame_ts"], keep="first"), "duplicate (item_id, frame_ts)")
     return reason
 
 
@@ -176,10 +185,10 @@ def validate(dataset: str, df: pd.DataFrame, dt: date | str | None = None,
         )
     valid = typed[~bad].reset_index(drop=True)
     for key in KEYS[dataset] + (["session_id"] if dataset == "events" else []):
-        valid[key] = valid[key].astype("int64")
+        valid[key] = valid[key].astype(SCHEMAS[dataset][key])
     if dataset == "events":
         valid["completion"] = (valid["watch_time_s"] / valid["duration_s"]).astype("float64")
-    if dataset == "items":
+    if dataset in ("items", "frames"):
         valid["embedding"] = [np.asarray(v, dtype=np.float32) for v in valid["embedding"]]
     quarantine = df.reset_index(drop=True)[bad.to_numpy()].copy()
     quarantine = quarantine.astype({c: "string" for c in quarantine.columns if c != "embedding"})
@@ -199,7 +208,7 @@ def ingest(storage: Storage, dataset: str, dt: date | str, data: pd.DataFrame | 
     day = as_date(dt)
     if dataset not in RAW:
         raise ContractError(f"unknown dataset {dataset!r}; expected one of {sorted(RAW)}")
-    if dataset == "events" and known_items is None:
+    if dataset in ("events", "frames") and known_items is None:
         items = resolve(storage, {"items": as_of(RAW["items"], day)})
         known_items = items.table("items", ["item_id"]).column("item_id").to_numpy()
     blocks = [data] if isinstance(data, pd.DataFrame) else data

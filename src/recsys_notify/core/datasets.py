@@ -92,14 +92,23 @@ ITEMS = _ds("items", INGEST, "dimension", {
 USERS = _ds("users", INGEST, "dimension", {
     "user_id": "int64", "language": "string", "signup_ts": "timestamp[us, UTC]",
 }, "users added or changed that day", ("user_id",))
+FRAMES = _ds("frames", INGEST, "dimension", {
+    "item_id": "int64", "frame_ts": "float64", "embedding": "list<float32>[128]", "image_uri": "string",
+}, "optional keyframes of items: offset in seconds, embedding in the item content-embedding space, image URI",
+    ("item_id", "frame_ts"))
 EVENTS_QUARANTINE = _ds("events_quarantine", INGEST, "facts", _QUARANTINE, "rejected events rows with the reason")
 ITEMS_QUARANTINE = _ds("items_quarantine", INGEST, "facts", _QUARANTINE, "rejected items rows with the reason")
 USERS_QUARANTINE = _ds("users_quarantine", INGEST, "facts", _QUARANTINE, "rejected users rows with the reason")
+FRAMES_QUARANTINE = _ds("frames_quarantine", INGEST, "facts", _QUARANTINE, "rejected frames rows with the reason")
 TRUTH_ITEMS = _ds("truth_items", "synthetic", "dimension", {"item_id": "int64", "topic": "int64", "style": "int64"},
                   "synthetic worlds only: the hidden topic and style of each item (offline evaluation)", ("item_id",))
 TRUTH_USERS = _ds("truth_users", "synthetic", "dimension",
                   {"user_id": "int64", "topics": "list<int64>", "topic_weights": "list<float64>"},
                   "synthetic worlds only: each user's interest topics and weights (offline evaluation)", ("user_id",))
+TRUTH_FRAMES = _ds("truth_frames", "synthetic", "dimension",
+                   {"item_id": "int64", "frame_ts": "float64", "on_topic": "bool"},
+                   "synthetic worlds only: whether each keyframe shows its item's topic (offline evaluation)",
+                   ("item_id", "frame_ts"))
 
 PAIR_INTERACTIONS = _ds("pair_interactions", "pair_mining", "daily", {
     "user_id": "int64", "item_id": "int64", "label": "string", "events": "int64", "watch_time_s": "float64",
@@ -143,23 +152,29 @@ OVERRIDES = _ds("overrides", "global_medoids", "refresh", {
 OUTBOX = _ds("outbox", "notifications", "daily", {
     "user_id": "int64", "date": "date32", "language": "string", "item_id": "int64", "cluster_id": "int64",
     "template_id": "string", "title": "string", "body": "string", "thumbnail": "string", "score": "float64",
-    "source": "string", "model_version": "string", "reason": "string", "holdout": "bool",
-}, "one message per eligible user (holdout rows flagged, not sent)")
+    "source": "string", "model_version": "string", "reason": "string", "holdout": "bool", "frame_ts": "float64",
+    "image_uri": "string",
+}, "one message per eligible user (holdout rows flagged, not sent); image_uri is the chosen keyframe "
+   "(frame_ts seconds into the video) or the cover thumbnail (frame_ts null)")
 DELIVERY_LOG = _ds("delivery_log", "notifications", "daily", {
     "user_id": "int64", "date": "date32", "item_id": "int64", "cluster_id": "int64", "template_id": "string",
     "source": "string", "model_version": "string", "holdout": "bool", "status": "string",
 }, "one row per (user, date) queued or held out")
 DELIVERY_FEEDBACK = _ds("delivery_feedback", "notifications", "daily", {
-    "user_id": "int64", "item_id": "int64", "sent_date": "date32", "engaged": "bool",
-}, "whether the previous day's notified items were watched on the date")
+    "user_id": "int64", "item_id": "int64", "sent_date": "date32", "engaged": "bool", "delivered": "bool",
+    "opened": "bool", "played": "bool",
+}, "the previous day's sends: delivered (handed to the sender), opened (any event of the item on the date), "
+   "played (an event reaching notifications.played_completion); engaged = played")
 
 CATALOGUE: dict[str, Dataset] = {d.name: d for d in (
     EVENTS, ITEMS, USERS, EVENTS_QUARANTINE, ITEMS_QUARANTINE, USERS_QUARANTINE, TRUTH_ITEMS, TRUTH_USERS,
+    FRAMES, FRAMES_QUARANTINE, TRUTH_FRAMES,
     PAIR_INTERACTIONS, PAIR_ITEMS, PAIR_ITEMS_QUARANTINE, PAIRS, GEM_EMBEDDINGS, USER_MEDOIDS, GLOBAL_CLUSTERS,
     GLOBAL_MEDOIDS, TEMPLATES, OVERRIDES, OUTBOX, DELIVERY_LOG, DELIVERY_FEEDBACK,
 )}
-RAW = {"events": EVENTS, "items": ITEMS, "users": USERS}
-QUARANTINE = {"events": EVENTS_QUARANTINE, "items": ITEMS_QUARANTINE, "users": USERS_QUARANTINE}
+RAW = {"events": EVENTS, "items": ITEMS, "users": USERS, "frames": FRAMES}
+QUARANTINE = {"events": EVENTS_QUARANTINE, "items": ITEMS_QUARANTINE, "users": USERS_QUARANTINE,
+              "frames": FRAMES_QUARANTINE}
 
 
 _ARROW = {"int64": "int64", "float64": "float64", "bool": "bool_", "string": "string", "date32": "date32"}

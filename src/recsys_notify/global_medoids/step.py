@@ -32,7 +32,7 @@ from recsys_notify.core.embeddings import VECTORS, item_vectors, l2_normalize, v
 from recsys_notify.core.inputs import Inputs, as_of, check_fresh, day, newest, resolve
 from recsys_notify.core.step import StepResult, parse_params
 from recsys_notify.core.storage import Storage
-from recsys_notify.core.templates import load_ops_templates
+from recsys_notify.core.templates import load_ops_templates, load_phrases
 from recsys_notify.global_medoids import overrides as ovr
 from recsys_notify.global_medoids.medoids import (
     apply_replacements,
@@ -146,6 +146,7 @@ def _refresh(storage: Storage, settings: Settings, dt: date, request: OverridePa
     """One refresh of ``dt`` with ``request`` applied (validated before anything is written)."""
     cfg = settings.global_medoids
     ops_templates = load_ops_templates(resolve_path(cfg.templates_path))
+    phrases = load_phrases(resolve_path(cfg.phrases_path))
     inputs = resolve_inputs(storage, settings, dt)
     check_fresh(inputs, NAME, dt, cfg.max_input_age_days, "global_medoids.max_input_age_days")
     medoids = inputs.frame("user_medoids", ["user_id", "item_id"])
@@ -193,7 +194,8 @@ def _refresh(storage: Storage, settings: Settings, dt: date, request: OverridePa
 
     clusters = pd.DataFrame({"item_id": item_ids, "cluster_id": cluster_of_item, "distance": distance})
     templates = build_templates(clusters["cluster_id"].to_numpy(), by_id.loc[item_ids, "caption"].astype(str).tolist(),
-                                ops_templates, cfg.template_keywords, cfg.template_variants)
+                                by_id.loc[item_ids, "language"].astype(str).tolist(), ops_templates, phrases,
+                                cfg.template_keywords, cfg.template_variants)
     meta = {"user_medoids_dt": um_day.isoformat(), "previous_refresh": str(prev_day), "match": quality}
     summary: dict[str, Any] = {
         "user_medoids_dt": um_day.isoformat(), "users": int(medoids["user_id"].nunique()), "items": len(item_ids),

@@ -19,6 +19,7 @@ from recsys_notify.core.config import NotificationSettings, Settings
 from recsys_notify.core.datasets import ContractError
 from recsys_notify.core.embeddings import l2_normalize
 from recsys_notify.global_medoids.overrides import active
+from recsys_notify.notifications.frames import Keyframes
 
 # the columns each input is read with (checked against its manifest when read)
 COLUMNS = {
@@ -31,6 +32,7 @@ COLUMNS = {
     "users": ["user_id", "language"],
     "delivery_log": ["user_id", "item_id", "holdout"],
     "delivery_feedback": ["user_id", "item_id", "engaged"],
+    "frames": ["item_id", "frame_ts", "embedding", "image_uri"],
 }
 ANY_LANGUAGE = "*"
 
@@ -50,6 +52,8 @@ class Tables:
     events: list[tuple[int, pa.Table]]
     delivery_log: list[tuple[int, pd.DataFrame]]
     delivery_feedback: list[pd.DataFrame]
+    frames: pd.DataFrame | None = None  # optional keyframes as of dt
+    content: tuple[np.ndarray, np.ndarray] | None = None  # content vectors when ``vectors`` are not content
 
 
 def event_columns(age: int, cfg: NotificationSettings) -> list[str]:
@@ -98,8 +102,13 @@ class Arrays:
     allowed: np.ndarray  # bool per item: not blocked
     sent_counts: np.ndarray  # per user: notifications sent within the frequency-cap window
     yesterday_sent: pd.DataFrame  # delivery log of dt-1 (for engagement feedback)
-    today_watched: np.ndarray  # sorted pair keys of any interaction on dt
+    today_watched: np.ndarray  # sorted pair keys of any interaction on dt (an open)
+    today_played: np.ndarray  # sorted pair keys of an interaction on dt reaching played_completion
     counts: dict[str, int] = field(default_factory=dict)
+    user_language: np.ndarray | None = None  # the users' language codes as given (None = none), for the text
+    keyframes: Keyframes | None = None
+    content: np.ndarray | None = None  # content-space vectors by item position (frame choice)
+    user_creator: np.ndarray | None = None  # per user the dominant creator id of their positives, -1 none
 
     @property
     def n_items(self) -> int:
@@ -151,6 +160,7 @@ class Events:
     age: np.ndarray  # whole days before dt (0 = dt)
     ts: np.ndarray  # int64 microseconds (on dt only; 0 on earlier days)
     positive: np.ndarray
+    played: np.ndarray  # completion >= played_completion (recent days only)
 
 
 def events_arrays(tables: list[tuple[int, pa.Table]], cfg: NotificationSettings, users: IdIndex,
@@ -162,14 +172,16 @@ def events_arrays(tables: list[tuple[int, pa.Table]], cfg: NotificationSettings,
         i, i_ok = items.find(t.column("item_id").to_numpy())
         ok = u_ok & i_ok
         n = int(ok.sum())
-        pos = np.zeros(n, bool)
+        pos, played = np.zeros(n, bool), np.zeros(n, bool)
         if "completion" in t.column_names:
-            pos = ((t.column("completion").to_numpy() > cfg.positive_completion)
+            completion = t.column("completion").to_numpy()
+            pos = ((completion > cfg.positive_completion)
                    | t.column("liked").to_numpy(zero_copy_only=False)
                    | t.column("shared").to_numpy(zero_copy_only=False))[ok]
+            played = (completion >= cfg.played_completion)[ok]
         ts = (t.column("ts").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()[ok] if age == 0
               else np.zeros(n, np.int64))
-        parts.append(Events(u[ok], i[ok], np.full(n, age, np.int16), ts, pos))
+        parts.append(Events(u[ok], i[ok], np.full(n, age, np.int16), ts, pos, played))
     return Events(*(np.concatenate([getattr(e, f) for e in parts]) for f in Events.__dataclass_fields__))
 
 
@@ -231,6 +243,7 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
     watched = unique_sorted(keys[events.age < cfg.history_days])
     on_dt = events.age == 0
     today_watched = unique_sorted(keys[on_dt])
+    today_played = unique_sorted(keys[on_dt & events.played])
     today = on_dt & events.positive
     if cfg.short_term_enabled and cfg.short_term_weight > 0 and today.any():
         recent = pd.DataFrame({"user_pos": events.user[today], "item_pos": events.item[today], "ts": events.ts[today]})
@@ -267,11 +280,47 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
               "users_with_seeds": int(seeds_df["user_pos"].nunique()), "blocked_items": int((~allowed).sum()),
               "history_events": int((events.age < cfg.history_days).sum())}
     return Arrays(dt, cat, user_ids, user_lang, seeds_df, *clusters, templates, excluded, allowed, sent_counts,
-                  yesterday, today_watched, counts)
+                  yesterday, today_watched, today_played, counts, user_lang_str,
+                  *_frames(tables, cat), dominant_creators(events, cat, len(user_ids), cfg))
+
+
+MIN_CREATOR_POSITIVES = 3
+
+
+def dominant_creators(events: Events, cat: Catalogue, n_users: int, cfg: NotificationSettings) -> np.ndarray:
+    """Per user the creator of at least ``creator_min_share`` (and 3) of their recent positives, else -1.
+
+    Recent = the ``popularity_days`` whose engagement columns are read (the positives the popularity uses).
+    """
+    out = np.full(n_users, -1, dtype=np.int64)
+    pos = events.positive & (events.age < cfg.popularity_days)
+    if not pos.any():
+        return out
+    creator = cat.frame["creator_id"].to_numpy(np.int64)[events.item[pos]]
+    pairs = pd.DataFrame({"user": events.user[pos], "creator": creator}).value_counts().rename("n").reset_index()
+    total = pairs.groupby("user")["n"].transform("sum")
+    top = pairs.assign(share=pairs["n"] / total).sort_values(["user", "n", "creator"], ascending=[True, False, True])
+    top = top.drop_duplicates("user")
+    top = top[(top["share"] >= cfg.creator_min_share) & (top["n"] >= MIN_CREATOR_POSITIVES)]
+    out[top["user"].to_numpy()] = top["creator"].to_numpy()
+    return out
+
+
+def _frames(tables: Tables, cat: Catalogue) -> tuple[Keyframes | None, np.ndarray]:
+    """Keyframes of known items and the content vectors they are compared in (the catalogue's, if content)."""
+    content = cat.vectors
+    if tables.content is not None:
+        content = np.zeros((len(cat.item_ids), tables.content[1].shape[1]), np.float32)
+        pos, ok = cat.index.find(tables.content[0])
+        content[pos[ok]] = l2_normalize(tables.content[1][ok])
+    if tables.frames is None:
+        return None, content
+    pos, ok = cat.index.find(tables.frames["item_id"])
+    return Keyframes.of(tables.frames[ok].reset_index(drop=True), pos[ok], content.shape[1]), content
 
 
 def _unengaged_keys(feedback: list[pd.DataFrame], users: IdIndex, items: IdIndex) -> np.ndarray:
-    """Pairs sent earlier (within the lookback) that the user did not touch the next day."""
+    """Pairs sent earlier (within the lookback) not engaged the next day (not opened, or opened but not played)."""
     keys = []
     for fb in feedback:
         fb = fb[~fb["engaged"].astype(bool)]

@@ -6,8 +6,11 @@ seed, so the per-user work is only an expansion of precomputed lists:
 * ``global_medoid`` / ``cluster_member`` / ``short_term``: a seed's ``k_neighbours`` nearest global
   clusters (faiss inner product on normalised vectors) -> each cluster's representatives and its
   most popular members in the user's language; similarity = seed-to-cluster cosine.
-* fallbacks for users left with too few candidates: ``more_global_medoids`` (cluster ranks
+* fallbacks for users left with too few candidates, in two stages: first ``cluster_alternate`` (the
+  most popular items of the same nearest clusters beyond their medoids and top members: every item
+  with a vector belongs to its nearest cluster), then ``more_global_medoids`` (cluster ranks
   ``k_neighbours..more_neighbours``), ``cold_start`` (newest items nearest the seed) and ``popular``.
+* ``creator`` (only with ``creator_affinity``): the most popular items of the user's dominant creator.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import pandas as pd
 from recsys_notify.core.config import NotificationSettings
 from recsys_notify.notifications.arrays import Arrays
 
-SOURCES = ("global_medoid", "cluster_member", "short_term", "more_global_medoids", "cold_start", "popular")
+SOURCES = ("global_medoid", "cluster_member", "short_term", "more_global_medoids", "cold_start", "popular",
+           "cluster_alternate", "creator")
+FALLBACKS = ("cluster_alternate", "more_global_medoids", "cold_start", "popular")
 SRC = {name: np.int8(i) for i, name in enumerate(SOURCES)}
 
 
@@ -68,7 +73,9 @@ class CandidateIndex:
         self.index.add(inputs.cluster_vectors)
         self.k_all = min(max(cfg.k_neighbours, cfg.more_neighbours), len(inputs.cluster_ids))
         self.items, self.is_rep = self._cluster_items()
+        self.alternates = self._alternates()
         self.popular = self._popular()
+        self.creators, self.creator_items = self._creator_items()
 
     def _cluster_items(self) -> tuple[np.ndarray, np.ndarray]:
         """(clusters, language slots + any, m) item positions: representatives and top members by prior."""
@@ -89,6 +96,57 @@ class CandidateIndex:
         items[where] = both["item_pos"].to_numpy()
         is_rep[where] = both["rep"].to_numpy(bool)
         return items, is_rep
+
+    def _alternates(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(clusters, language slots + any, A) popular items of each cluster not already in its item lists."""
+        inp, a = self.inputs, self.cfg.alternates_per_cluster
+        cat = inp.catalogue
+        if a == 0:
+            return None
+        pool = np.flatnonzero(inp.allowed & cat.vectors.any(axis=1))
+        cluster = inp.item_cluster[pool]
+        todo = cluster < 0
+        if todo.any():
+            _, nearest = self.index.search(np.ascontiguousarray(cat.vectors[pool[todo]]), 1)
+            cluster[todo] = nearest[:, 0]
+        table = pd.DataFrame({"cluster_pos": cluster, "item_pos": pool, "pop": cat.pop[pool],
+                              "prior": cat.prior[pool], "slot": cat.lang[pool].astype(np.int64)})
+        listed = self.items[table["cluster_pos"].to_numpy(), table["slot"].to_numpy()]
+        table = table[~(listed == table["item_pos"].to_numpy()[:, None]).any(axis=1)]
+        both = pd.concat([table, table.assign(slot=self.any_slot)])
+        both = both.sort_values(["cluster_pos", "slot", "pop", "prior", "item_pos"],
+                                ascending=[True, True, False, False, True])
+        both = both.assign(r=both.groupby(["cluster_pos", "slot"]).cumcount())
+        both = both[both["r"] < a]
+        items = np.full((len(inp.cluster_ids), self.any_slot + 1, a), -1, dtype=np.int64)
+        items[both["cluster_pos"].to_numpy(), both["slot"].to_numpy(), both["r"].to_numpy()] = both["item_pos"]
+        return items, np.zeros(items.shape, dtype=bool)
+
+    def _creator_items(self) -> tuple[np.ndarray, np.ndarray]:
+        """Creator ids (sorted) and their ``items_per_cluster`` allowed items of highest prior, -1 padded."""
+        cat, m = self.inputs.catalogue, self.cfg.items_per_cluster
+        if not self.cfg.creator_affinity:
+            return np.zeros(0, np.int64), np.zeros((0, m), np.int64)
+        pool = np.flatnonzero(self.inputs.allowed)
+        creator = cat.frame["creator_id"].to_numpy(np.int64)[pool]
+        order = np.lexsort((pool, -cat.prior[pool], creator))
+        pool, creator = pool[order], creator[order]
+        ids, first = np.unique(creator, return_index=True)
+        rank = np.arange(len(pool)) - np.repeat(first, np.diff(np.append(first, len(pool))))
+        out = np.full((len(ids), m), -1, dtype=np.int64)
+        keep = rank < m
+        out[np.searchsorted(ids, creator[keep]), rank[keep]] = pool[keep]
+        return ids, out
+
+    def creator_rows(self, users: np.ndarray, creators: np.ndarray) -> Rows:
+        """Every user crossed with their dominant creator's items (users with a creator only)."""
+        if not len(self.creators):
+            users = users[:0]
+        at = np.searchsorted(self.creators, creators[:len(users)]).clip(max=max(len(self.creators) - 1, 0))
+        known = self.creators[at] == creators[:len(users)] if len(self.creators) else np.zeros(0, bool)
+        rows = popular_rows(users[known], at[known], self.creator_items)
+        rows.source[:] = SRC["creator"]
+        return rows
 
     def _popular(self) -> np.ndarray:
         """(language slots + any, popular_k) most positively engaged allowed items, -1 padded."""
@@ -111,15 +169,19 @@ class CandidateIndex:
         return idx, sims
 
     def lists(self, seed_pos: np.ndarray, slot: np.ndarray, knn: tuple[np.ndarray, np.ndarray],
-              ranks: slice) -> Lists:
-        """Candidate lists for (seed, slot) rows from the clusters at ``ranks`` of each seed's neighbours."""
+              ranks: slice, table: tuple[np.ndarray, np.ndarray] | None = None) -> Lists:
+        """Candidate lists for (seed, slot) rows from the clusters at ``ranks`` of each seed's neighbours.
+
+        ``table`` is the per-cluster item table to draw from (default: representatives and top members).
+        """
+        cluster_items, cluster_rep = table if table is not None else (self.items, self.is_rep)
         idx, sims = knn
         c = idx[seed_pos, ranks]  # (Q, k')
         s = sims[seed_pos, ranks]
         valid_c = c >= 0
         c = np.where(valid_c, c, 0)
-        items = self.items[c, slot[:, None]]  # (Q, k', m)
-        rep = self.is_rep[c, slot[:, None]]
+        items = cluster_items[c, slot[:, None]]  # (Q, k', m)
+        rep = cluster_rep[c, slot[:, None]]
         items = np.where(valid_c[..., None], items, -1)
         q, k, m = items.shape
         items = items.reshape(q, k * m)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -15,11 +16,21 @@ import numpy as np
 import pandas as pd
 
 from recsys_notify.core.config import Settings
+from recsys_notify.core.templates import Phrases
 from recsys_notify.notifications.arrays import Arrays
 from recsys_notify.notifications.candidates import SOURCES, CandidateIndex
-from recsys_notify.notifications.delivery import OUTBOX_COLUMNS, delivery_log, feedback, pick_templates, render_messages
+from recsys_notify.notifications.delivery import (
+    OUTBOX_COLUMNS,
+    TEXT_LEVELS,
+    delivery_log,
+    feedback,
+    pick_templates,
+    render_messages,
+)
 from recsys_notify.notifications.eligibility import holdout
 from recsys_notify.notifications.evaluation import resolve_clusters
+from recsys_notify.notifications.frames import FRAME_SOURCES, interests
+from recsys_notify.notifications.frames import choose as choose_frames
 from recsys_notify.notifications.select import Choice, choose, in_sorted
 
 
@@ -34,8 +45,12 @@ class Day:
     index: CandidateIndex
 
 
-def notify(inputs: Arrays, settings: Settings, ranker: Any, version: str) -> Day:
-    """Choose and render one message per eligible user; ``ranker`` None ranks with the transparent score."""
+def notify(inputs: Arrays, settings: Settings, ranker: Any, version: str,
+           phrases: Mapping[str, Phrases] | None = None) -> Day:
+    """Choose and render one message per eligible user; ``ranker`` None ranks with the transparent score.
+
+    ``phrases`` (the per-language phrase table) gives the generic text of a language with no template.
+    """
     cfg = settings.notifications
     n = len(inputs.user_ids)
     medoid_seeds = inputs.seeds.loc[inputs.seeds["kind"] == "medoid", "user_pos"].to_numpy()
@@ -45,12 +60,12 @@ def notify(inputs: Arrays, settings: Settings, ranker: Any, version: str) -> Day
     choice, ci = choose(inputs, cfg, target, ranker)
     choice.cluster = resolve_clusters(inputs, ci, choice.item, choice.cluster)
 
-    outbox = build_outbox(inputs, choice, holdout(inputs.user_ids, cfg.holdout_percent, cfg.seed),
-                          version, ranker is not None, settings)
+    outbox, text = build_outbox(inputs, choice, holdout(inputs.user_ids, cfg.holdout_percent, cfg.seed),
+                                version, ranker is not None, settings, phrases)
     sent = inputs.yesterday_sent
-    engaged = in_sorted(inputs.keys(np.searchsorted(inputs.user_ids, sent["user_id"].to_numpy(np.int64)),
-                                    np.searchsorted(inputs.catalogue.item_ids, sent["item_id"].to_numpy(np.int64))),
-                        inputs.today_watched) if len(sent) else np.zeros(0, bool)
+    sent_keys = inputs.keys(np.searchsorted(inputs.user_ids, sent["user_id"].to_numpy(np.int64)),
+                            np.searchsorted(inputs.catalogue.item_ids, sent["item_id"].to_numpy(np.int64)))
+    opened, played = in_sorted(sent_keys, inputs.today_watched), in_sorted(sent_keys, inputs.today_played)
     stats = {
         "model_version": version, **inputs.counts,
         "eligible_users": int(target.sum()), "capped_users": int(capped.sum()),
@@ -59,30 +74,69 @@ def notify(inputs: Arrays, settings: Settings, ranker: Any, version: str) -> Day
         "notifications": int((~outbox["holdout"]).sum()), "holdout": int(outbox["holdout"].sum()),
         "sources": {SOURCES[k]: v for k, v in sorted(Counter(choice.source.tolist()).items())},
         "median_candidates": float(np.median(choice.candidates)) if len(choice.candidates) else 0.0,
+        **text,
+        "feedback_delivered": len(sent), "feedback_opened": int(opened.sum()), "feedback_played": int(played.sum()),
+        "feedback_opened_not_played": int((opened & ~played).sum()),
     }
-    return Day(outbox, delivery_log(outbox), feedback(sent, engaged, inputs.dt - timedelta(days=1)), stats, ci)
+    return Day(outbox, delivery_log(outbox), feedback(sent, opened, played, inputs.dt - timedelta(days=1)), stats, ci)
+
+
+def message_languages(inputs: Arrays, choice: Choice) -> tuple[np.ndarray, np.ndarray]:
+    """Each message's language: the user's, else (a user without one) the chosen item's; and where it came from."""
+    item_lang = np.array(inputs.catalogue.languages, dtype=object)[inputs.catalogue.lang[choice.item]]
+    given = inputs.user_language[choice.user] if inputs.user_language is not None else np.full(len(choice.user), None)
+    from_item = pd.isna(given)
+    return np.where(from_item, item_lang, given).astype(object), from_item
 
 
 def build_outbox(inputs: Arrays, choice: Choice, held_out: np.ndarray, version: str, champion: bool,
-                 settings: Settings) -> pd.DataFrame:
+                 settings: Settings, phrases: Mapping[str, Phrases] | None = None
+                 ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The outbox rows and the counts of the text choices (language source and template fallback level)."""
     cfg, cat = settings.notifications, inputs.catalogue
     item_ids = cat.item_ids[choice.item]
     cluster_ids = np.where(choice.cluster >= 0, inputs.cluster_ids[np.maximum(choice.cluster, 0)], -1)
     user_ids = inputs.user_ids[choice.user]
-    lang = np.array(cat.languages + [None], dtype=object)[np.where(inputs.user_lang[choice.user] < 0, -1,
-                                                                     inputs.user_lang[choice.user])]
+    lang, from_item = message_languages(inputs, choice)
     frame = pd.DataFrame({"user_id": user_ids, "item_id": item_ids, "cluster_id": cluster_ids})
-    template_pos, templates = pick_templates(inputs.templates, user_ids, cluster_ids, lang, cfg.seed)
-    frame = pd.concat([frame, render_messages(template_pos, templates, item_ids, cluster_ids, cat.frame)], axis=1)
+    template_pos, templates, level = pick_templates(inputs.templates, user_ids, cluster_ids, lang, cfg.seed, phrases)
+    frame = pd.concat([frame, render_messages(template_pos, templates, item_ids, cluster_ids, cat.frame, lang,
+                                              phrases)], axis=1)
     frame["date"] = inputs.dt
     frame["language"] = lang
     frame["thumbnail"] = [cfg.thumbnail_uri.format(item_id=i) for i in item_ids]
+    interest, kind = interests(choice.seed, choice.cluster, inputs.cluster_reps)
+    image = choose_frames(inputs.keyframes, choice.item, interest, kind,
+                          inputs.content if inputs.content is not None else cat.vectors)
+    frame["frame_ts"] = image.ts
+    frame["image_uri"] = np.where(pd.isna(image.uri), frame["thumbnail"].to_numpy(object), image.uri)
+    interest_ids = cat.item_ids[np.maximum(interest, 0)]
     frame["score"] = choice.score.astype(np.float64)
     frame["source"] = np.array(SOURCES)[choice.source]
     frame["model_version"] = version
-    frame["reason"] = reasons(inputs, choice, cluster_ids, champion, version)
+    text_lang = np.array([str(templates[p].get("language", lang[i])) for i, p in enumerate(template_pos.tolist())],
+                         dtype=object)
+    images = ["image cover" if s == 2 else
+              f"image frame {ts:.2f}s (closest to the {FRAME_SOURCES[s]} item {iid}, cosine {c:.2f})"
+              for s, ts, iid, c in zip(image.source.tolist(), image.ts.tolist(), interest_ids.tolist(),
+                                       image.cosine.tolist())]
+    creator = cat.frame["creator_id"].to_numpy(np.int64)[choice.item]
+    user_creator = inputs.user_creator[choice.user] if inputs.user_creator is not None else np.full(len(creator), -1)
+    by_creator = cfg.creator_affinity & (user_creator >= 0) & (creator == user_creator)
+    gain = f"; dominant creator x{1 + cfg.creator_boost:g}"
+    frame["reason"] = [f"{why}{gain if boosted else ''}; text {tid} "
+                       f"({lv}, language {lg}{' from the item' if fi else ''}"
+                       f"{'' if tl in (lg, '*') else f', template language {tl}'}); {img}"
+                       for why, boosted, tid, lv, lg, fi, tl, img in zip(
+                           reasons(inputs, choice, cluster_ids, champion, version), by_creator, frame["template_id"],
+                           level, lang, from_item, text_lang, images)]
     frame["holdout"] = held_out[choice.user]
-    return frame[OUTBOX_COLUMNS]  # choices come in user-position order, i.e. ascending user_id
+    counts = {f"text_{name}": int((level == name).sum()) for name in TEXT_LEVELS}
+    counts["language_from_item"] = int(from_item.sum())
+    counts |= {f"frame_{name}": int((image.source == i).sum()) for i, name in enumerate(FRAME_SOURCES)}
+    counts["creator_boosted"] = int(np.sum(by_creator))
+    counts |= {f"language_{code}": int(n) for code, n in sorted(Counter(lang.tolist()).items())}
+    return frame[OUTBOX_COLUMNS], counts  # choices come in user-position order, i.e. ascending user_id
 
 
 def reasons(inputs: Arrays, choice: Choice, cluster_ids: np.ndarray, champion: bool, version: str) -> list[str]:

@@ -64,14 +64,24 @@ class Selector:
         ok = inp.allowed[rows.item] & ((lang < 0) | (inp.catalogue.lang[rows.item] == lang))
         return ok & ~in_sorted(inp.keys(rows.user, rows.item), inp.excluded)
 
+    def _seed_queries(self, users: np.ndarray, a: int, b: int):
+        """The seed rows of ``users``: (seed positions, language slots, row -> query, expand args)."""
+        idx = a + np.flatnonzero(in_sorted(self.s_user[a:b], users))
+        q_sub, inv = np.unique(self.s_q[idx], return_inverse=True)
+        seed_pos, slot = self.q_keys[q_sub] // self.n_slots, self.q_keys[q_sub] % self.n_slots
+        return seed_pos, slot, inv, (self.s_user[idx], self.s_item[idx], self.s_weight[idx])
+
+    def _alternates(self, users: np.ndarray, a: int, b: int) -> Rows:
+        """First fallback: popular alternates of the same nearest clusters, for ``users``."""
+        seed_pos, slot, inv, args = self._seed_queries(users, a, b)
+        alt = self.ci.lists(seed_pos, slot, self.knn, slice(0, self.k), table=self.ci.alternates)
+        return expand(*args, alt, inv, np.full(alt.item[inv].shape, SRC["cluster_alternate"]))
+
     def _fallback(self, users: np.ndarray, a: int, b: int) -> list[Rows]:
         """More global medoids, cold-start items near the seeds, and popular items for ``users``."""
-        idx = a + np.flatnonzero(in_sorted(self.s_user[a:b], users))
+        seed_pos, slot, inv, args = self._seed_queries(users, a, b)
         parts = []
-        if len(idx):
-            q_sub, inv = np.unique(self.s_q[idx], return_inverse=True)
-            seed_pos, slot = self.q_keys[q_sub] // self.n_slots, self.q_keys[q_sub] % self.n_slots
-            args = (self.s_user[idx], self.s_item[idx], self.s_weight[idx])
+        if len(inv):
             if self.ci.k_all > self.k:
                 more = self.ci.lists(seed_pos, slot, self.knn, slice(self.k, self.ci.k_all))
                 parts.append(expand(*args, more, inv, np.full(more.item[inv].shape, SRC["more_global_medoids"])))
@@ -101,9 +111,18 @@ class Selector:
         q = self.s_q[a:b]
         rows = expand(self.s_user[a:b], self.s_item[a:b], self.s_weight[a:b], self.main, q,
                       rep_source(self.main, q, self.s_short[a:b]))
+        if self.cfg.creator_affinity and inp.user_creator is not None:
+            users = lo + np.flatnonzero(self.target[lo:hi] & (inp.user_creator[lo:hi] >= 0))
+            creator = self.ci.creator_rows(users, inp.user_creator[users])
+            creator.sim = self._affinity(creator, a, b)
+            rows = Rows.concat([rows, creator])
         rows = self._dedupe_and_filter(rows)
         count = np.bincount(rows.user - lo, minlength=hi - lo)
         short = lo + np.flatnonzero(self.target[lo:hi] & (count < self.cfg.min_candidates))
+        if len(short) and self.ci.alternates is not None:  # the same clusters' next-best items come first
+            rows = self._dedupe_and_filter(Rows.concat([rows, self._alternates(short, a, b)]))
+            count = np.bincount(rows.user - lo, minlength=hi - lo)
+            short = lo + np.flatnonzero(self.target[lo:hi] & (count < self.cfg.min_candidates))
         if len(short):
             extra = Rows.concat(self._fallback(short, a, b))
             rows = self._dedupe_and_filter(Rows.concat([rows, extra]))
@@ -122,7 +141,16 @@ class Selector:
         return rows.take(np.flatnonzero(self.keep(rows)))
 
     def _score(self, rows: Rows) -> np.ndarray:
-        return transparent(rows.sim, self.inputs.catalogue.prior[rows.item])
+        score = transparent(rows.sim, self.inputs.catalogue.prior[rows.item])
+        if self.cfg.creator_affinity and self.inputs.user_creator is not None:
+            score = score * np.where(self.boosted(rows.user, rows.item), 1.0 + self.cfg.creator_boost, 1.0)
+        return score
+
+    def boosted(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+        """Whether each (user, item) is by the user's dominant creator."""
+        inp = self.inputs
+        creator = inp.catalogue.frame["creator_id"].to_numpy(np.int64)
+        return (inp.user_creator[user] >= 0) & (creator[item] == inp.user_creator[user])
 
 
 def choose(inputs: Arrays, cfg: NotificationSettings, target: np.ndarray,

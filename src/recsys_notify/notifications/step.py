@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from recsys_notify.core import tracking
-from recsys_notify.core.config import Settings
+from recsys_notify.core.config import Settings, resolve_path
 from recsys_notify.core.datasets import (
     DELIVERY_FEEDBACK,
     DELIVERY_LOG,
     EVENTS,
+    FRAMES,
     GLOBAL_CLUSTERS,
     GLOBAL_MEDOIDS,
     ITEMS,
@@ -35,6 +36,7 @@ from recsys_notify.core.embeddings import VECTORS, item_vectors, vectors_request
 from recsys_notify.core.inputs import Inputs, as_of, between, day, newest, resolve, window
 from recsys_notify.core.step import StepResult, parse_params
 from recsys_notify.core.storage import Storage
+from recsys_notify.core.templates import load_phrases
 from recsys_notify.notifications import arrays
 from recsys_notify.notifications.daily import notify
 from recsys_notify.notifications.evaluation import evaluate
@@ -74,6 +76,7 @@ def resolve_inputs(storage: Storage, settings: Settings, dt: date, champion: Any
         "delivery_feedback": between(DELIVERY_FEEDBACK, dt - timedelta(days=cfg.unengaged_lookback_days),
                                      dt - timedelta(days=1)),
         "next_day": day(EVENTS, dt + timedelta(days=1), required=False),
+        "frames": as_of(FRAMES, dt, required=False),
     }
     if champion is not None:
         requests |= champion.requests(dt)
@@ -99,6 +102,9 @@ def read_tables(inputs: Inputs, settings: Settings, dt: date) -> arrays.Tables:
         delivery_log=[((dt - p.dt).days, t.to_pandas())
                       for p, t in inputs.tables("delivery_log", cols["delivery_log"])],
         delivery_feedback=[t.to_pandas() for _, t in inputs.tables("delivery_feedback", cols["delivery_feedback"])],
+        frames=inputs.dimension("frames", cols["frames"]) if inputs["frames"].partitions else None,
+        content=None if settings.embedding.source == "content" or not inputs["frames"].partitions
+        else item_vectors(inputs, "content", settings.embedding.trimmed_dim, role="items"),
     )
 
 
@@ -108,12 +114,13 @@ def run(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] |
 
     settings, _ = parse_params(settings, NAME, params)
     cfg = settings.notifications
+    phrases = load_phrases(resolve_path(settings.global_medoids.phrases_path))
     champion = load_champion(settings)
     inputs = resolve_inputs(storage, settings, dt, champion)
     dense = arrays.build(read_tables(inputs, settings, dt), settings, dt)
     ranker = champion.bind(inputs) if champion is not None else None
     version = f"two_tower:{champion.version}" if champion is not None else TRANSPARENT_VERSION
-    result = notify(dense, settings, ranker, version)
+    result = notify(dense, settings, ranker, version, phrases)
     next_day = inputs.frame("next_day", ["user_id", "item_id", "completion", "liked"]) \
         if cfg.evaluate and inputs["next_day"].partitions else None
     metrics = evaluate(dense, result.index, result.outbox, next_day, cfg)
@@ -128,6 +135,9 @@ def run(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] |
         tracking.log_lineage(inputs)
         numeric = {k: float(v) for k, v in {**result.stats, **metrics}.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
+        rows = max(len(result.outbox), 1)  # language, text fallback and image source as shares of the outbox
+        numeric |= {f"share_{k}": v / rows for k, v in numeric.items()
+                    if k.startswith(("text_", "language_", "frame_", "creator_boosted"))}
         mlflow.log_metrics(numeric)
         mlflow.log_dict({"stats": stats, "metrics": metrics}, "notifications.json")
     log.info("notifications %s: %s", dt, result.stats)
