@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -23,6 +24,7 @@ import pandas as pd
 
 from recsys_notify.core.config import GlobalMedoidSettings
 from recsys_notify.core.templates import COLUMNS as TEMPLATE_COLUMNS
+from recsys_notify.core.templates import Phrases
 from recsys_notify.global_medoids.medoids import kmeans, match_ids, representatives
 from recsys_notify.global_medoids.templates import build_templates
 
@@ -46,7 +48,7 @@ def refresh_dates(start: date, end: date, every: int) -> list[date]:
 
 
 def refresh(dt: date, item_ids: np.ndarray, X: np.ndarray, languages: np.ndarray, captions: list[str],
-            cfg: GlobalMedoidSettings, previous: GlobalSet | None) -> GlobalSet:
+            cfg: GlobalMedoidSettings, phrases: Mapping[str, Phrases], previous: GlobalSet | None) -> GlobalSet:
     """Cluster the unit vectors ``X`` of the user-medoid items ``item_ids``; ids stay stable against ``previous``."""
     began = time.process_time()  # CPU time: comparable between policies on a shared, loaded machine
     centroids, assign, distance = kmeans(X, cfg.k, cfg.niter, cfg.seed)
@@ -58,8 +60,8 @@ def refresh(dt: date, item_ids: np.ndarray, X: np.ndarray, languages: np.ndarray
     reps = representatives(cluster_of, X, item_ids, languages, np.zeros(len(item_ids), bool))
     reps["vector"] = list(X[reps.pop("row").to_numpy()])
     reps["source"] = "kmeans"
-    templates = build_templates(cluster_of, captions, pd.DataFrame(columns=TEMPLATE_COLUMNS), cfg.template_keywords,
-                                cfg.template_variants)
+    templates = build_templates(cluster_of, captions, languages, pd.DataFrame(columns=TEMPLATE_COLUMNS), phrases,
+                                cfg.template_keywords, cfg.template_variants)
     clusters = pd.DataFrame({"item_id": item_ids, "cluster_id": cluster_of, "distance": distance})
     order = np.argsort(ids)
     return GlobalSet(dt, ids[order], centroids[order], clusters, reps.drop(columns=["score"]), templates,

@@ -27,11 +27,12 @@ import pandas as pd
 from pydantic import ValidationError
 
 from recsys_notify.core import tracking
-from recsys_notify.core.config import ConfigError, Settings, problems
+from recsys_notify.core.config import ConfigError, Settings, problems, resolve_path
 from recsys_notify.core.datasets import EVENTS, ITEMS, USER_MEDOIDS, USERS, ContractError
 from recsys_notify.core.embeddings import VECTORS, item_vectors, l2_normalize, vectors_request
 from recsys_notify.core.inputs import Inputs, as_of, day, resolve, window
 from recsys_notify.core.storage import Storage, date_range
+from recsys_notify.core.templates import load_phrases
 from recsys_notify.global_medoids.params import StudyParams
 from recsys_notify.global_medoids.refresh_policy import GlobalSet, cluster_change, recommend, refresh, refresh_dates
 from recsys_notify.notifications import arrays
@@ -87,7 +88,8 @@ def refresh_on(inputs: Inputs, tables: arrays.Tables, settings: Settings, dt: da
                                     item_ids=np.unique(medoids["item_id"].to_numpy(np.int64)))
     by_id = tables.items.set_index("item_id")
     return refresh(dt, item_ids, l2_normalize(matrix), by_id.loc[item_ids, "language"].astype(str).to_numpy(),
-                   by_id.loc[item_ids, "caption"].astype(str).tolist(), settings.global_medoids, previous)
+                   by_id.loc[item_ids, "caption"].astype(str).tolist(), settings.global_medoids,
+                   load_phrases(resolve_path(settings.global_medoids.phrases_path)), previous)
 
 
 def replay(storage: Storage, settings: Settings, study: StudyParams) -> tuple[pd.DataFrame, pd.DataFrame]:
