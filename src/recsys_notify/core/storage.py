@@ -181,6 +181,24 @@ class Storage:
                     continue
         return days
 
+    def _remove_record_debris(self, day: date, held: set[str]) -> None:
+        """Records being written aside when their writer died: ours to remove once we hold their datasets."""
+        if not self.local or not os.path.isdir(self._commit_dir(day)):
+            return
+        for leaf in os.listdir(self._commit_dir(day)):
+            if not (leaf.startswith(".") and leaf.endswith(".tmp")):
+                continue
+            path = f"{self._commit_dir(day)}/{leaf}"
+            try:
+                with open(path) as fh:
+                    debris = set(json.load(fh)["outputs"]) <= held
+            except FileNotFoundError:
+                continue
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):  # cut short: judge by age
+                debris = time.time() - os.path.getmtime(path) > LOCK_UNREADABLE_GRACE_S
+            if debris:
+                self._remove_record(path)
+
     def _pending(self, day: date) -> list[dict[str, Any]]:
         """Step-run records of ``day`` committed but not yet fully published (a writer died), oldest first."""
         base = self._commit_dir(day)
@@ -262,6 +280,7 @@ class Storage:
             for name in sorted(held):
                 locks.enter_context(self._lock(name, day))
             self._roll_forward(day, held)
+            self._remove_record_debris(day, held)
             yield held
 
     def manifest(self, dataset: str, dt: date | str) -> dict[str, Any]:
