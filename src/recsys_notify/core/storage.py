@@ -292,12 +292,16 @@ class Storage:
             self.fs.invalidate_cache(self.partition_path(dataset, dt))  # a rewrite elsewhere changes it
         try:
             with self.fs.open(path, "r") as fh:
-                return json.load(fh)
+                manifest = json.load(fh)
+            if not (isinstance(manifest, dict) and isinstance(manifest.get("files"), list)
+                    and isinstance(manifest.get("rows"), int) and isinstance(manifest.get("columns"), list)):
+                raise ValueError("it lacks files, rows or columns")
+            return manifest
         except FileNotFoundError:
             raise MissingPartitionError(
                 f"{dataset} has no partition for {as_date(dt)}: run {_producer_hint(dataset)} for {as_date(dt)} first"
             ) from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError) as exc:
             raise StorageError(
                 f"corrupt manifest {self.uri(path)} for {dataset} dt={as_date(dt)}: {exc}; "
                 f"rerun {_producer_hint(dataset)} for {as_date(dt)}"
