@@ -181,3 +181,11 @@ def test_concurrent_first_use_of_sqlite_store_does_not_race(tmp_path):
     for p in procs:
         p.join(120)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+
+
+def test_id_index_with_ids_at_plus_minus_2_pow_62():
+    from recsys_notify.notifications.arrays import IdIndex
+
+    index = IdIndex(np.array([-(2**62), 0, 2**62], dtype=np.int64))
+    pos, found = index.find(np.array([2**62, 5, -(2**62)], dtype=np.int64))
+    assert found.tolist() == [True, False, True] and pos[found].tolist() == [2, 0]
