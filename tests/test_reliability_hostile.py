@@ -91,18 +91,27 @@ def test_cli_missing_input_file(tmp_path, settings_env, capsys):
     assert err.startswith("error: ") and "nope.parquet" in err and "Traceback" not in err
 
 
-def test_cli_read_only_data_root(tmp_path, settings_env, capsys):
-    if os.geteuid() == 0:
-        pytest.skip("root ignores file permissions")
+def test_cli_read_only_data_root(tmp_path, settings_env, capsys, monkeypatch):
     root = tmp_path / "ro"
     root.mkdir()
     root.chmod(0o500)
     settings_env(data_root=str(root / "data"))
+    argv = _ingest(tmp_path)
+    if os.geteuid() == 0:  # root ignores file permissions: fail the way the kernel would for anyone else
+        real = os.makedirs
+
+        def read_only(path, *args, **kwargs):
+            if str(path).startswith(str(root)):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "makedirs", read_only)
     try:
-        assert cli.main(_ingest(tmp_path)) == 2
+        assert cli.main(argv) == 2
     finally:
         root.chmod(0o700)
-    assert "error: Permission denied" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: Permission denied: ") and str(root) in err
 
 
 def test_cli_disk_full_leaves_nothing(tmp_path, settings_env, capsys, monkeypatch):
