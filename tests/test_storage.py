@@ -331,3 +331,22 @@ def test_writer_failing_to_write_its_lock_leaves_none(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert [p.name for p in (tmp_path / "root" / "events").iterdir()] == []
     store.write("events", D1, frame(1))
+
+
+def test_inputs_pinned_across_a_step_commit_come_from_one_run(store, monkeypatch):
+    from recsys_notify.core.datasets import GLOBAL_CLUSTERS, OVERRIDES
+
+    store.write_many(D1, _step_outputs(1))
+    partition, committed = Storage.partition, []
+
+    def commit_after_first_pin(self, dataset, dt):
+        pinned = partition(self, dataset, dt)
+        if not committed:  # another run commits all four outputs right after the first input was pinned
+            committed.append(True)
+            self.write_many(D1, _step_outputs(2))
+        return pinned
+
+    monkeypatch.setattr(Storage, "partition", commit_after_first_pin)
+    inputs = resolve(store, {"clusters": day(GLOBAL_CLUSTERS, D1), "overrides": day(OVERRIDES, D1)})
+    runs = {role: set(inputs.table(role, ["value"]).column("value").to_pylist()) for role in inputs}
+    assert runs == {"clusters": {2}, "overrides": {2}}
