@@ -350,3 +350,15 @@ def test_inputs_pinned_across_a_step_commit_come_from_one_run(store, monkeypatch
     inputs = resolve(store, {"clusters": day(GLOBAL_CLUSTERS, D1), "overrides": day(OVERRIDES, D1)})
     runs = {role: set(inputs.table(role, ["value"]).column("value").to_pylist()) for role in inputs}
     assert runs == {"clusters": {2}, "overrides": {2}}
+
+
+def test_lock_is_exclusive_on_both_backends(store, monkeypatch):
+    with store._lock("events", D1):
+        monkeypatch.setattr(store.fs, "exists", lambda path: False)  # both writers checked before either wrote
+        monkeypatch.setattr(store, "_break_stale_lock", lambda path: None)
+        with pytest.raises(PartitionLockedError):
+            with store._lock("events", D1):
+                pass
+        monkeypatch.undo()
+    with store._lock("events", D1):  # released
+        pass

@@ -478,7 +478,7 @@ class Storage:
 
     @contextmanager
     def _lock(self, dataset: str, day: date) -> Iterator[None]:
-        """Exclusive per-partition lock (local: O_EXCL file; S3: best-effort marker)."""
+        """Exclusive per-partition lock (local: hard-linked holder file; S3: conditional PUT of the holder)."""
         path = f"{self.dataset_path(dataset)}/.lock-dt={day.strftime(DATE_FMT)}"
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
         if self.local:
@@ -500,9 +500,10 @@ class Storage:
         else:
             if self.fs.exists(path):
                 self._break_stale_lock(path)
-            if self.fs.exists(path):
-                raise PartitionLockedError(f"{dataset} dt={day} is being written by another run; retry later")
-            _write_json(self.fs, path, holder)
+            try:  # one conditional PUT (If-None-Match: *): exclusive where the store supports it (AWS, MinIO)
+                self.fs.pipe_file(path, json.dumps(holder).encode(), mode="create")
+            except FileExistsError:
+                raise PartitionLockedError(f"{dataset} dt={day} is being written by another run; retry later") from None
         try:
             yield
         finally:
