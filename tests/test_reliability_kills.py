@@ -166,4 +166,5 @@ def test_sigkilled_writers_never_show_a_mix_and_rerun_equals_undisturbed(tmp_pat
             write_step(str(reference), step, run)
         for name, frame in outputs(storage, step).items():
             pd.testing.assert_frame_equal(frame, outputs(Storage(str(reference)), step)[name], obj=name)
+    print(f"SIGKILLs per step: {kills}; writer runs: {attempts}")  # shown with pytest -s
     assert all(kills[step] >= KILLS // len(steps) // 2 for step in steps), kills
