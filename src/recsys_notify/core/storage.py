@@ -249,10 +249,16 @@ class Storage:
         if not self.local:
             _write_json(self.fs, path, record)
             return path
-        os.makedirs(base, exist_ok=True)
         tmp = f"{base}/.{uuid.uuid4().hex}.tmp"
         try:
-            _write_json(self.fs, tmp, record)
+            for attempt in range(3):
+                os.makedirs(base, exist_ok=True)
+                try:
+                    _write_json(self.fs, tmp, record)
+                    break
+                except FileNotFoundError:  # another writer just removed the emptied day directory
+                    if attempt == 2:
+                        raise
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
