@@ -89,10 +89,10 @@ def duplicate_events(df: pd.DataFrame, n: int = 3, seed: int = 0) -> pd.DataFram
 
 
 def unknown_items(df: pd.DataFrame, n: int = 3, seed: int = 0) -> pd.DataFrame:
-    """Point events at item ids no catalogue has (negative ids never exist)."""
+    """Point events at item ids no catalogue has (valid ids near 2^62, far beyond any generated one)."""
     out = df.copy()
     rows = pick(df, n, seed)
-    out.loc[out.index[rows], "item_id"] = -1 - np.arange(len(rows))
+    out.loc[out.index[rows], "item_id"] = 2**62 + np.arange(len(rows))
     return out
 
 

@@ -237,3 +237,128 @@ def test_s3_root_configured_through_settings_env(s3_endpoint):
     assert not store.local
     assert store.write("events", D1, frame(2)).uri == f"{settings.data_root}/events/dt=20261101"
     assert store.read("events", D1)["item_id"].tolist() == [0, 1]
+
+
+# ----- a step's outputs are one commit; locks cannot wedge -----
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL: nothing after it runs, no cleanup (``finally`` blocks aside)."""
+
+
+def _step_outputs(value: int) -> dict[str, pd.DataFrame]:
+    return {name: pd.DataFrame({"value": np.full(3, value, dtype=np.int64)})
+            for name in ("global_clusters", "global_medoids", "templates", "overrides")}
+
+
+def _values(store: Storage) -> dict[str, set[int]]:
+    return {name: set(store.read(name, D1)["value"]) for name in _step_outputs(0)}
+
+
+def test_outputs_killed_between_manifests_are_all_visible(store, monkeypatch):
+    store.write_many(D1, _step_outputs(1))
+    publish, calls = Storage._publish, []
+
+    def dies_after_two(self, staged):
+        if len(calls) == 2:
+            raise _Killed
+        calls.append(staged)
+        publish(self, staged)
+
+    monkeypatch.setattr(Storage, "_publish", dies_after_two)
+    with pytest.raises(_Killed):
+        store.write_many(D1, _step_outputs(2))
+    monkeypatch.setattr(Storage, "_publish", publish)
+    assert _values(store) == {name: {2} for name in _step_outputs(0)}  # one run, never new clusters + old overrides
+    assert [store.partition(n, D1).version for n in _step_outputs(0)] == \
+        [store.manifest(n, D1)["version"] for n in _step_outputs(0)]
+    store.write("templates", D1, pd.DataFrame({"value": np.full(3, 3, dtype=np.int64)}))  # next writer finishes it
+    assert store._pending(D1) == []
+    assert _values(store) == {"global_clusters": {2}, "global_medoids": {2}, "templates": {3}, "overrides": {2}}
+
+
+def test_outputs_killed_before_the_record_are_all_old(store, monkeypatch):
+    store.write_many(D1, _step_outputs(1))
+
+    def dies(self, day, staged):
+        raise _Killed
+
+    monkeypatch.setattr(Storage, "_write_record", dies)
+    with pytest.raises(_Killed):
+        store.write_many(D1, _step_outputs(2))
+    monkeypatch.undo()
+    assert _values(store) == {name: {1} for name in _step_outputs(0)}
+    store.write_many(D1, _step_outputs(2))
+    assert _values(store) == {name: {2} for name in _step_outputs(0)}
+
+
+def test_new_partitions_of_a_pending_record_are_listed(store, monkeypatch):
+    monkeypatch.setattr(Storage, "_publish", lambda self, staged: (_ for _ in ()).throw(_Killed()))
+    with pytest.raises(_Killed):
+        store.write_many(D1, _step_outputs(2))
+    monkeypatch.undo()
+    assert store.dates("overrides") == [D1] and store.exists("overrides", D1)
+    assert _values(store) == {name: {2} for name in _step_outputs(0)}
+
+
+def test_empty_or_garbled_lock_is_judged_by_its_age(tmp_path):
+    import os
+    import time
+
+    store = Storage(str(tmp_path / "root"))
+    store.write("events", D1, frame(1))
+    lock = tmp_path / "root" / "events" / ".lock-dt=20261101"
+    lock.write_bytes(b"")  # what a writer killed between creating the lock and writing its holder left
+    with pytest.raises(PartitionLockedError, match="unknown holder"):
+        store.write("events", D1, frame(2))  # fresh: may be a holder about to write its record
+    old = time.time() - 120
+    os.utime(lock, (old, old))
+    store.write("events", D1, frame(2))
+    assert len(store.read("events", D1)) == 2 and not lock.exists()
+
+
+def test_writer_failing_to_write_its_lock_leaves_none(tmp_path, monkeypatch):
+    import errno
+    import json
+
+    store = Storage(str(tmp_path / "root"))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(json, "dump", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        store.write("events", D1, frame(1))
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "root" / "events").iterdir()] == []
+    store.write("events", D1, frame(1))
+
+
+def test_inputs_pinned_across_a_step_commit_come_from_one_run(store, monkeypatch):
+    from recsys_notify.core.datasets import GLOBAL_CLUSTERS, OVERRIDES
+
+    store.write_many(D1, _step_outputs(1))
+    partition, committed = Storage.partition, []
+
+    def commit_after_first_pin(self, dataset, dt):
+        pinned = partition(self, dataset, dt)
+        if not committed:  # another run commits all four outputs right after the first input was pinned
+            committed.append(True)
+            self.write_many(D1, _step_outputs(2))
+        return pinned
+
+    monkeypatch.setattr(Storage, "partition", commit_after_first_pin)
+    inputs = resolve(store, {"clusters": day(GLOBAL_CLUSTERS, D1), "overrides": day(OVERRIDES, D1)})
+    runs = {role: set(inputs.table(role, ["value"]).column("value").to_pylist()) for role in inputs}
+    assert runs == {"clusters": {2}, "overrides": {2}}
+
+
+def test_lock_is_exclusive_on_both_backends(store, monkeypatch):
+    with store._lock("events", D1):
+        monkeypatch.setattr(store.fs, "exists", lambda path: False)  # both writers checked before either wrote
+        monkeypatch.setattr(store, "_break_stale_lock", lambda path: None)
+        with pytest.raises(PartitionLockedError):
+            with store._lock("events", D1):
+                pass
+        monkeypatch.undo()
+    with store._lock("events", D1):  # released
+        pass

@@ -21,6 +21,7 @@ from recsys_notify.core.config import ConfigError, Settings, load_settings, scal
 from recsys_notify.core.datasets import RAW
 from recsys_notify.core.step import STEPS, StepSpec
 from recsys_notify.core.storage import Storage, StorageError, as_date, date_range, storage_from_settings
+from recsys_notify.core.tracking import TrackingUnavailableError
 
 Handler = Callable[[argparse.Namespace, Any, Storage], Any]
 COMMANDS: dict[str, tuple[str, Handler, Callable[[argparse.ArgumentParser], None]]] = {}
@@ -87,7 +88,8 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", choices=sorted(RAW))
     p.add_argument("path", help="Parquet file or directory to load")
     p.add_argument("--date", type=as_date, required=True)
-    p.add_argument("--max-invalid-fraction", type=float, default=0.5)
+    p.add_argument("--max-invalid-fraction", type=float, default=0.5,
+                   help="refuse the partition when more than this fraction (0..1) of rows is invalid")
 
 
 @command("ingest", "validate a raw Parquet file and write it as one partition (bad rows quarantined)", _ingest_args)
@@ -206,8 +208,18 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config)
         storage = storage_from_settings(settings)
         result = COMMANDS[args.command][1](args, settings, storage)
-    except (ConfigError, StorageError, ValueError) as exc:
+    except (ConfigError, StorageError, TrackingUnavailableError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # missing input, read-only data root, disk full: name the path, no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not type(exc).__module__.startswith("mlflow"):  # a half-alive MLflow server fails writes with 500s
+            raise
+        print(f"error: MLflow tracking store failed: {exc}. Outputs already written are kept; retry once the "
+              "store is healthy.", file=sys.stderr)
         return 2
     if result is not None:
         print(json.dumps(result, indent=2, default=str))

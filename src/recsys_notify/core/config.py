@@ -8,6 +8,7 @@ out-of-range values are rejected so a typo in ops config fails loudly instead of
 from __future__ import annotations
 
 import os
+import string
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -226,6 +227,19 @@ class NotificationSettings(_Strict):
     """users scored per batch (bounds memory)"""
     thumbnail_uri: str = "s3://recsys-media/thumbnails/{item_id}.jpg"
     """image URI pattern ({item_id} is replaced)"""
+
+    @field_validator("thumbnail_uri")
+    @classmethod
+    def _only_item_id(cls, v: str) -> str:
+        """Checked at load: a bad pattern would otherwise fail (or leak attributes) after the whole run."""
+        try:
+            fields = [(name, conv, spec) for _, name, spec, conv in string.Formatter().parse(v) if name is not None]
+        except ValueError as exc:
+            raise ValueError(f"not a valid pattern: {exc}") from None
+        bad = [name for name, conv, spec in fields if name != "item_id" or conv or spec]
+        if bad:
+            raise ValueError(f"only {{item_id}} may be substituted, got {{{bad[0]}}}")
+        return v
     experiment: str = "notifications"
     """MLflow experiment"""
     evaluate: bool = True
@@ -408,18 +422,51 @@ class ConfigError(ValueError):
     """Config file or environment override is invalid."""
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses what a config never needs and an attacker or a typo uses.
+
+    Aliases are refused (an alias bomb expands a few lines into gigabytes) and so are duplicate keys
+    (YAML's last-wins would silently drop a setting).
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(None, None, f"alias *{event.anchor} is not allowed",
+                                                    event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path, error: type[ValueError] = ConfigError, what: str = "config file") -> Any:
+    """Load a YAML file strictly (UTF-8, no aliases, no duplicate keys); problems raise ``error`` naming it."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not UTF-8 text: byte {exc.start} cannot be decoded") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path} is not valid YAML: {exc}") from None
+
+
 def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
     """Build settings from YAML (explicit path or ``RECSYS_CONFIG``) plus env overrides."""
     environ = dict(os.environ if environ is None else environ)
     path = path or environ.get("RECSYS_CONFIG")
     data: dict[str, Any] = {}
     if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        loaded = read_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must contain a mapping, got {type(loaded).__name__}")
         data = loaded

@@ -8,6 +8,7 @@ error naming the column or count, before anything is written.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -22,6 +23,10 @@ from recsys_notify.core.storage import Storage, as_date
 
 EMBEDDING_DIM = 128
 MAX_COMPLETION = 1.5  # above this the watch time is a clock-skew artefact, not a rewatch
+MAX_DURATION_S = 86_400.0  # one day: a longer video or watch is a unit error (ms, µs) upstream
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# C0/C1 controls (NUL, ESC, CR, LF, ...) and bidi overrides/isolates/marks: they would render into pushes
+_UNSAFE_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 DERIVED = {"events": ["completion"]}  # computed at ingest, not part of the input contract
 _KINDS = {"int64": "int64", "float64": "float64", "bool": "bool", "string": "str",
           "timestamp[us, UTC]": "datetime64[us, UTC]", f"list<float32>[{EMBEDDING_DIM}]": "embedding"}
@@ -51,9 +56,14 @@ def _check_columns(dataset: str, df: pd.DataFrame) -> None:
         raise ContractError(f"{dataset}: missing column(s) {', '.join(missing)} ({len(df)} rows rejected)")
 
 
-def _coerce(dataset: str, df: pd.DataFrame) -> pd.DataFrame:
-    """Cast to contract dtypes; a value that cannot be cast is a type error for the whole column."""
+def _coerce(dataset: str, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """Cast to contract dtypes; a value that cannot be cast is a type error for the whole column.
+
+    A value of the right type that does not fit the stored type (a uint64 or float id beyond int64)
+    is not cast (it would wrap): it becomes null and its row gets the reason returned alongside.
+    """
     out = pd.DataFrame(index=df.index)
+    reasons = pd.Series([None] * len(df), index=df.index, dtype=object)
     for col, dtype in SCHEMAS[dataset].items():
         series = df[col]
         try:
@@ -64,7 +74,7 @@ def _coerce(dataset: str, df: pd.DataFrame) -> pd.DataFrame:
                     raise TypeError(f"expected strings, got {series.dtype}")
                 out[col] = series.astype(object)
             elif dtype.startswith("datetime64"):
-                if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+                if not pd.api.types.is_datetime64_any_dtype(series):  # text is not parsed: formats are ambiguous
                     raise TypeError(f"expected timestamps, got {series.dtype}")
                 out[col] = pd.to_datetime(series, utc=True).astype(dtype)
             elif dtype == "bool":
@@ -74,8 +84,20 @@ def _coerce(dataset: str, df: pd.DataFrame) -> pd.DataFrame:
             elif dtype == "int64":
                 if not (pd.api.types.is_integer_dtype(series) or pd.api.types.is_float_dtype(series)):
                     raise TypeError(f"expected integers, got {series.dtype}")
-                if pd.api.types.is_float_dtype(series) and (series.dropna() % 1 != 0).any():
-                    raise TypeError("non-integer values (a lossy float cast upstream?)")
+                values = series.dropna()
+                if pd.api.types.is_float_dtype(series):
+                    finite = values[np.isfinite(values)]
+                    if (finite % 1 != 0).any():
+                        raise TypeError("non-integer values (a lossy float cast upstream?)")
+                    beyond = ~np.isfinite(values) | (values >= 2.0**63) | (values < -(2.0**63))
+                elif pd.api.types.is_unsigned_integer_dtype(series):
+                    beyond = values > INT64_MAX
+                else:
+                    beyond = values < INT64_MIN
+                beyond = beyond.reindex(series.index, fill_value=False)
+                reasons[beyond & reasons.isna()] = f"{col} outside the int64 range"
+                if beyond.any():  # through objects: a float detour would round ids above 2^53
+                    series = series.astype(object).where(~beyond, None)
                 out[col] = series.astype("Int64") if series.isna().any() else series.astype("int64")
             else:
                 if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
@@ -83,7 +105,7 @@ def _coerce(dataset: str, df: pd.DataFrame) -> pd.DataFrame:
                 out[col] = series.astype(dtype)
         except (TypeError, ValueError) as exc:
             raise ContractError(f"{dataset}: column {col} has wrong type: {exc}") from None
-    return out
+    return out, reasons
 
 
 def _embedding_problems(values: pd.Series, dim: int) -> pd.Series:
@@ -98,20 +120,27 @@ def _embedding_problems(values: pd.Series, dim: int) -> pd.Series:
         except (TypeError, ValueError):
             reasons.append("embedding not numeric")
             continue
+        with np.errstate(over="ignore"):
+            stored = arr.astype(np.float32)  # checked as stored: float64 values can overflow or vanish in float32
         if arr.ndim != 1 or arr.shape[0] != dim:
             reasons.append(f"embedding length {arr.size} != {dim}")
         elif not np.isfinite(arr).all():
             reasons.append("embedding has NaN or inf")
+        elif not np.isfinite(stored).all():
+            reasons.append("embedding overflows float32")
         elif not arr.any():
             reasons.append("embedding all zeros")
+        elif not stored.any():
+            reasons.append("embedding all zeros in float32")
         else:
             reasons.append(None)
     return pd.Series(reasons, index=values.index, dtype=object)
 
 
-def _row_reasons(dataset: str, df: pd.DataFrame, dt: date | None, known_items: np.ndarray | None) -> pd.Series:
+def _row_reasons(dataset: str, df: pd.DataFrame, dt: date | None, known_items: np.ndarray | None,
+                 cast_reasons: pd.Series) -> pd.Series:
     """First reason each row breaks the contract (None for valid rows); checks run in order."""
-    reason = pd.Series([None] * len(df), index=df.index, dtype=object)
+    reason = cast_reasons.copy()
 
     def flag(mask: pd.Series, text: str) -> None:
         mask = mask.fillna(False).astype(bool) & reason.isna()
@@ -119,6 +148,13 @@ def _row_reasons(dataset: str, df: pd.DataFrame, dt: date | None, known_items: n
 
     for key in KEYS[dataset] + (["session_id"] if dataset == "events" else []):
         flag(df[key].isna(), f"null {key}")
+        flag(df[key] < 0, f"negative {key}")  # ids are 0..2^63-1, so any difference of two ids fits int64
+    for col in ("duration_s", "watch_time_s"):
+        if col in df:
+            flag(np.isinf(df[col]) | (df[col] > MAX_DURATION_S), f"{col} above {MAX_DURATION_S:.0f} s or infinite")
+    if "caption" in df:
+        flag(df["caption"].map(lambda v: isinstance(v, str) and bool(_UNSAFE_TEXT.search(v))),
+             "caption has control or bidi characters")
     if dataset == "events":
         flag(df["ts"].isna(), "null ts")
         flag(df["watch_time_s"].isna(), "watch_time_s is NaN")
@@ -170,11 +206,12 @@ def validate(dataset: str, df: pd.DataFrame, dt: date | str | None = None,
     """Split ``df`` into contract-conforming rows and quarantined rows with a reason."""
     if dataset not in SCHEMAS:
         raise ContractError(f"unknown dataset {dataset!r}; expected one of {sorted(SCHEMAS)}")
+    check_invalid_fraction(max_invalid_fraction)
     _check_columns(dataset, df)
     if len(df) == 0:
         raise ContractError(f"{dataset}: partition{f' {as_date(dt)}' if dt else ''} is empty (0 rows)")
-    typed = _coerce(dataset, df.reset_index(drop=True))
-    reasons = _row_reasons(dataset, typed, as_date(dt) if dt is not None else None, known_items)
+    typed, cast_reasons = _coerce(dataset, df.reset_index(drop=True))
+    reasons = _row_reasons(dataset, typed, as_date(dt) if dt is not None else None, known_items, cast_reasons)
     bad = reasons.notna()
     counts = {str(k): int(v) for k, v in reasons[bad].value_counts().sort_index().items()}
     if bad.mean() > max_invalid_fraction:
@@ -198,6 +235,13 @@ def validate(dataset: str, df: pd.DataFrame, dt: date | str | None = None,
     return ValidationResult(valid, quarantine, counts)
 
 
+def check_invalid_fraction(value: Any) -> float:
+    """``max_invalid_fraction`` must be a number in [0, 1]: NaN compares false and would let anything through."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= float(value) <= 1.0):
+        raise ContractError(f"max_invalid_fraction must be a number between 0 and 1, got {value!r}")
+    return float(value)
+
+
 def ingest(storage: Storage, dataset: str, dt: date | str, data: pd.DataFrame | Iterable[pd.DataFrame],
            known_items: np.ndarray | None = None, max_invalid_fraction: float = 0.5) -> dict[str, Any]:
     """Validate and write one raw partition plus its quarantine sibling (one commit); return counts.
@@ -208,6 +252,7 @@ def ingest(storage: Storage, dataset: str, dt: date | str, data: pd.DataFrame | 
     day = as_date(dt)
     if dataset not in RAW:
         raise ContractError(f"unknown dataset {dataset!r}; expected one of {sorted(RAW)}")
+    check_invalid_fraction(max_invalid_fraction)
     if dataset in ("events", "frames") and known_items is None:
         items = resolve(storage, {"items": as_of(RAW["items"], day)})
         known_items = items.table("items", ["item_id"]).column("item_id").to_numpy()
@@ -240,7 +285,8 @@ def embedding_matrix(values: pd.Series, dim: int = EMBEDDING_DIM) -> np.ndarray:
     if len(values) == 0:
         return np.zeros((0, dim), dtype=np.float32)
     try:
-        matrix = np.stack(values.to_numpy()).astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):
+            matrix = np.stack(values.to_numpy()).astype(np.float32, copy=False)
         if matrix.shape == (len(values), dim) and np.isfinite(matrix).all() and matrix.any(axis=1).all():
             return matrix
     except (ValueError, TypeError):

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from recsys_notify.core.datasets import Dataset
-from recsys_notify.core.storage import MissingPartitionError, Partition, Storage, as_date
+from recsys_notify.core.storage import MissingPartitionError, Partition, Storage, StorageError, as_date
 
 Kind = Literal["window", "day", "as_of", "newest", "between"]
 
@@ -206,10 +206,29 @@ def check_fresh(inputs: Inputs, step: str, dt: date, max_age_days: int, setting:
                 f"(limit {setting} = {max_age_days}); run {r.dataset.run_hint} for {dt} first, or raise {setting}")
 
 
-def resolve(storage: Storage, requests: Mapping[str, Request]) -> Inputs:
-    """Pin every request to the partitions committed now; a required input that is missing fails here."""
+RESOLVE_ATTEMPTS = 8
+
+
+def _pin(storage: Storage, requests: Mapping[str, Request]) -> dict[str, Resolved]:
     resolved = {}
     for role, request in requests.items():
         dates = _dates(storage, request)
         resolved[role] = Resolved(request, tuple(storage.partition(request.dataset.name, d) for d in dates))
-    return Inputs(storage, resolved)
+    return resolved
+
+
+def resolve(storage: Storage, requests: Mapping[str, Request]) -> Inputs:
+    """Pin every request to the partitions committed now; a required input that is missing fails here.
+
+    The inputs are pinned one after another, so a step commit landing in between (new clusters, old
+    overrides) would mix two runs: they are pinned again until two passes agree, which means every
+    pinned version was current at one moment (versions are unique and never come back).
+    """
+    resolved = _pin(storage, requests)
+    for _ in range(RESOLVE_ATTEMPTS):
+        again = _pin(storage, requests)
+        if again == resolved:
+            return Inputs(storage, resolved)
+        resolved = again
+    raise StorageError(f"inputs {', '.join(requests)} were recommitted {RESOLVE_ATTEMPTS} times while being "
+                       "pinned; retry the step")

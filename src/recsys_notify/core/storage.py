@@ -8,10 +8,15 @@ Every step reads and writes through :class:`Storage` so local disks and S3 behav
   (replaced atomically), so a reader never mixes files of two versions: steps pin the versions
   they read (:meth:`Storage.partition`, see :mod:`recsys_notify.core.inputs`), and the version
   just replaced is kept until the next commit so readers still on it finish;
-* a step's outputs for a date are written together (:meth:`Storage.write_many`): all staged,
-  then all published;
+* a step's outputs for a date are one commit (:meth:`Storage.write_many`): all are staged, then one
+  step-run record ``_commits/dt=YYYYMMDD/<run>.json`` naming every output's new manifest is written
+  atomically (the commit point), then the manifests are published and the record removed. Readers
+  resolve a partition through a pending record first, so a writer killed between two manifests still
+  shows all of its outputs or (before the record) none; the next writer of that date finishes it;
 * a writer takes a lock per partition, so two concurrent runs for one date cannot interleave:
-  the second fails with a message naming the holder.
+  the second fails with a message naming the holder. A lock file is created with its holder record
+  in one step (written aside, then hard-linked), so it is never empty; one that cannot be read is
+  judged by its age.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ import pyarrow.parquet as pq
 from recsys_notify.core.datasets import lookup
 
 MANIFEST = "_manifest.json"
+COMMITS = "_commits"  # step-run records: {root}/_commits/dt=YYYYMMDD/<run>.json
+LOCK_UNREADABLE_GRACE_S = 60.0  # an unreadable lock older than this is debris (a holder writes it at once)
 READ_ATTEMPTS = 8
 LOCK = "_lock.json"
 DATE_FMT = "%Y%m%d"
@@ -135,9 +142,9 @@ class Storage:
         base = self.dataset_path(dataset)
         if not self.local:
             self.fs.invalidate_cache(base)  # s3fs caches listings; another process may have committed since
+        out = [day for day in self._pending_days() if any(dataset in rec["outputs"] for rec in self._pending(day))]
         if not self.fs.exists(base):
-            return []
-        out = []
+            return sorted(set(out))
         for entry in self.fs.ls(base, detail=False):
             match = _PARTITION_DIR.match(entry.rstrip("/").rsplit("/", 1)[-1])  # ignores dt=...bak and debris
             if match and self.fs.exists(f"{entry}/{MANIFEST}"):
@@ -145,23 +152,162 @@ class Storage:
                     out.append(datetime.strptime(match.group(1), DATE_FMT).date())
                 except ValueError:
                     continue  # dt=20261399: not a date, so not a partition
-        return sorted(out)
+        return sorted(set(out))
 
     def exists(self, dataset: str, dt: date | str) -> bool:
+        if self._pending_manifest(dataset, as_date(dt)) is not None:
+            return True
         return self.fs.exists(f"{self.partition_path(dataset, dt)}/{MANIFEST}")
 
+    # ----- step-run records (multi-dataset commits) -----
+    def _commit_dir(self, day: date) -> str:
+        return f"{self.root}/{COMMITS}/dt={day.strftime(DATE_FMT)}"
+
+    def _pending_days(self) -> list[date]:
+        base = f"{self.root}/{COMMITS}"
+        if not self.local:
+            self.fs.invalidate_cache(base)
+        try:
+            entries = self.fs.ls(base, detail=False)
+        except FileNotFoundError:
+            return []
+        days = []
+        for entry in entries:
+            match = _PARTITION_DIR.match(entry.rstrip("/").rsplit("/", 1)[-1])
+            if match:
+                try:
+                    days.append(datetime.strptime(match.group(1), DATE_FMT).date())
+                except ValueError:
+                    continue
+        return days
+
+    def _remove_record_debris(self, day: date, held: set[str]) -> None:
+        """Records being written aside when their writer died: ours to remove once we hold their datasets."""
+        if not self.local or not os.path.isdir(self._commit_dir(day)):
+            return
+        for leaf in os.listdir(self._commit_dir(day)):
+            if not (leaf.startswith(".") and leaf.endswith(".tmp")):
+                continue
+            path = f"{self._commit_dir(day)}/{leaf}"
+            try:
+                with open(path) as fh:
+                    debris = set(json.load(fh)["outputs"]) <= held
+            except FileNotFoundError:
+                continue
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):  # cut short: judge by age
+                debris = time.time() - os.path.getmtime(path) > LOCK_UNREADABLE_GRACE_S
+            if debris:
+                self._remove_record(path)
+
+    def _pending(self, day: date) -> list[dict[str, Any]]:
+        """Step-run records of ``day`` committed but not yet fully published (a writer died), oldest first."""
+        base = self._commit_dir(day)
+        if not self.local:
+            self.fs.invalidate_cache(base)
+        try:
+            entries = self.fs.ls(base, detail=False)
+        except FileNotFoundError:
+            return []
+        records = []
+        for entry in entries:
+            leaf = entry.rstrip("/").rsplit("/", 1)[-1]
+            if leaf.startswith(".") or not leaf.endswith(".json"):
+                continue  # a record still being written aside: not committed
+            try:
+                with self.fs.open(entry, "r") as fh:
+                    record = json.load(fh)
+            except FileNotFoundError:
+                continue  # published and removed meanwhile; the manifests now say the same
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise StorageError(f"corrupt step-run record {self.uri(entry)}: {exc}") from None
+            records.append(record | {"path": entry})
+        return sorted(records, key=lambda r: (r.get("created", 0), r["path"]))
+
+    def _pending_manifest(self, dataset: str, day: date) -> dict[str, Any] | None:
+        for record in reversed(self._pending(day)):
+            if dataset in record["outputs"]:
+                return record["outputs"][dataset]
+        return None
+
+    def _roll_forward(self, day: date, held: set[str]) -> None:
+        """Finish publishing the records of ``day`` whose datasets are all locked by us (their writer died)."""
+        for record in self._pending(day):
+            if not set(record["outputs"]) <= held:
+                continue
+            for name, manifest in record["outputs"].items():
+                target = self.partition_path(name, day)
+                if self._version_at(target) != manifest["version"]:
+                    self._publish(_Staged(target, manifest["version"], manifest.get("previous"), True,
+                                          manifest=manifest))
+            self._remove_record(record["path"])
+
+    def _write_record(self, day: date, staged: dict[str, _Staged]) -> str:
+        """The commit point of a multi-dataset write: one atomic file naming every output's manifest."""
+        base = self._commit_dir(day)
+        path = f"{base}/{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
+        record = {"created": time.time(), "outputs": {name: s.manifest for name, s in staged.items()}}
+        if not self.local:
+            _write_json(self.fs, path, record)
+            return path
+        tmp = f"{base}/.{uuid.uuid4().hex}.tmp"
+        try:
+            for attempt in range(3):
+                os.makedirs(base, exist_ok=True)
+                try:
+                    _write_json(self.fs, tmp, record)
+                    break
+                except FileNotFoundError:  # another writer just removed the emptied day directory
+                    if attempt == 2:
+                        raise
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        return path
+
+    def _remove_record(self, path: str) -> None:
+        try:
+            self.fs.rm(path)
+        except FileNotFoundError:
+            pass
+        parent = path.rsplit("/", 1)[0]
+        if self.local:
+            try:
+                os.rmdir(parent)
+            except OSError:
+                pass  # another record of that day, or already gone
+
+    @contextmanager
+    def _locked(self, day: date, names: Iterable[str]) -> Iterator[set[str]]:
+        """Lock ``names`` (and the datasets of any dead writer's record of ``day``) and finish those records."""
+        held = set(names) | {n for record in self._pending(day) for n in record["outputs"]}
+        with ExitStack() as locks:
+            for name in sorted(held):
+                locks.enter_context(self._lock(name, day))
+            self._roll_forward(day, held)
+            self._remove_record_debris(day, held)
+            yield held
+
     def manifest(self, dataset: str, dt: date | str) -> dict[str, Any]:
+        pending = self._pending_manifest(dataset, as_date(dt))
+        if pending is not None:
+            return pending
         path = f"{self.partition_path(dataset, dt)}/{MANIFEST}"
         if not self.local:
             self.fs.invalidate_cache(self.partition_path(dataset, dt))  # a rewrite elsewhere changes it
         try:
             with self.fs.open(path, "r") as fh:
-                return json.load(fh)
+                manifest = json.load(fh)
+            if not (isinstance(manifest, dict) and isinstance(manifest.get("files"), list)
+                    and isinstance(manifest.get("rows"), int) and isinstance(manifest.get("columns"), list)):
+                raise ValueError("it lacks files, rows or columns")
+            return manifest
         except FileNotFoundError:
             raise MissingPartitionError(
                 f"{dataset} has no partition for {as_date(dt)}: run {_producer_hint(dataset)} for {as_date(dt)} first"
             ) from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError) as exc:
             raise StorageError(
                 f"corrupt manifest {self.uri(path)} for {dataset} dt={as_date(dt)}: {exc}; "
                 f"rerun {_producer_hint(dataset)} for {as_date(dt)}"
@@ -208,7 +354,8 @@ class Storage:
         raise StorageError(f"{dataset} dt={as_date(dt)} was replaced {READ_ATTEMPTS} times while being read; retry")
 
     def _version(self, dataset: str, dt: date | str) -> str | None:
-        return self._version_at(self.partition_path(dataset, dt))
+        pending = self._pending_manifest(dataset, as_date(dt))
+        return pending["version"] if pending else self._version_at(self.partition_path(dataset, dt))
 
     def _version_at(self, target: str) -> str | None:
         try:
@@ -248,36 +395,33 @@ class Storage:
                    dataset_metadata: dict[str, dict[str, Any]] | None = None) -> dict[str, WriteResult]:
         """Replace several partitions of ``dt``, the outputs of one step run, as one commit.
 
-        Every dataset is locked, then every dataset's files are staged, and only when all are staged
-        are the manifests published; a failure before that leaves every partition as it was.
+        Every dataset is locked, then every dataset's files are staged, then (several outputs) one
+        step-run record naming all new manifests is written atomically: that is the commit. A failure
+        before it leaves every partition as it was; after it, readers see every output of this run.
         ``metadata`` goes into every manifest, ``dataset_metadata[name]`` into that dataset's only.
         """
         day = as_date(dt)
         names = list(outputs)  # staged in the given order: a later output may summarise an earlier one
-        with ExitStack() as locks:
-            for name in sorted(names):
-                locks.enter_context(self._lock(name, day))
+        with self._locked(day, names):
             staged: list[_Staged] = []
             try:
                 for name in names:
                     meta = {**(metadata or {}), **(dataset_metadata or {}).get(name, {})}
                     staged.append(self._stage(self.partition_path(name, day), _as_chunks(outputs[name]), meta))
+                record = self._write_record(day, dict(zip(names, staged))) if len(staged) > 1 else None
             except BaseException:
                 for s in staged:
                     s.discard(self)
                 raise
-            for i, s in enumerate(staged):
-                try:
-                    self._publish(s)
-                except BaseException:
-                    for rest in staged[i:]:
-                        rest.discard(self)
-                    raise
+            for s in staged:
+                self._publish(s)  # a failure here leaves the record: readers and the next writer resolve it
+            if record:
+                self._remove_record(record)
         return {name: WriteResult(name, day, s.rows, self.uri(s.target)) for name, s in zip(names, staged)}
 
     def delete(self, dataset: str, dt: date | str) -> None:
         target = self.partition_path(dataset, dt)
-        with self._lock(dataset, as_date(dt)):
+        with self._locked(as_date(dt), [dataset]):
             if self.fs.exists(target):
                 self.fs.rm(target, recursive=True)
 
@@ -340,27 +484,32 @@ class Storage:
 
     @contextmanager
     def _lock(self, dataset: str, day: date) -> Iterator[None]:
-        """Exclusive per-partition lock (local: O_EXCL file; S3: best-effort marker)."""
+        """Exclusive per-partition lock (local: hard-linked holder file; S3: conditional PUT of the holder)."""
         path = f"{self.dataset_path(dataset)}/.lock-dt={day.strftime(DATE_FMT)}"
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
         if self.local:
             os.makedirs(self.dataset_path(dataset), exist_ok=True)
             self._break_stale_lock(path)
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"  # the holder record first, so the lock is never empty
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                with open(tmp, "w") as fh:
+                    json.dump(holder, fh)
+                os.link(tmp, path)  # atomic and exclusive: fails if another run holds the lock
             except FileExistsError:
                 raise PartitionLockedError(
                     f"{dataset} dt={day} is being written by another run ({_read_lock(path)}); "
                     "retry when it finishes"
                 ) from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(holder, fh)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
         else:
             if self.fs.exists(path):
                 self._break_stale_lock(path)
-            if self.fs.exists(path):
-                raise PartitionLockedError(f"{dataset} dt={day} is being written by another run; retry later")
-            _write_json(self.fs, path, holder)
+            try:  # one conditional PUT (If-None-Match: *): exclusive where the store supports it (AWS, MinIO)
+                self.fs.pipe_file(path, json.dumps(holder).encode(), mode="create")
+            except FileExistsError:
+                raise PartitionLockedError(f"{dataset} dt={day} is being written by another run; retry later") from None
         try:
             yield
         finally:
@@ -370,14 +519,55 @@ class Storage:
                 pass
 
     def _break_stale_lock(self, path: str) -> None:
+        """Remove a lock whose holder is gone or which is older than ``lock_stale_s``.
+
+        A lock that cannot be read (empty or garbled: written by an older version, or damaged) is judged
+        by its age alone: a holder writes its record at once, so after a short grace it is debris.
+        """
+        self._remove_lock_debris(path)
         try:
             with self.fs.open(path, "r") as fh:
                 info = json.load(fh)
             since = float(info.get("since", 0))
-        except (FileNotFoundError, ValueError, json.JSONDecodeError, AttributeError):
+        except FileNotFoundError:
+            return
+        except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+            try:
+                age = time.time() - self.fs.modified(path).timestamp()
+            except (FileNotFoundError, NotImplementedError):
+                return
+            if age > min(LOCK_UNREADABLE_GRACE_S, self.lock_stale_s):
+                self._rm_quiet(path)
             return
         if time.time() - since > self.lock_stale_s or _holder_dead(info):
+            self._rm_quiet(path)
+
+    def _remove_lock_debris(self, path: str) -> None:
+        """Holder records written aside by writers killed before linking them (local only)."""
+        if not self.local:
+            return
+        directory, leaf = os.path.split(path)
+        for name in os.listdir(directory):
+            if name.startswith(f"{leaf}.") and name.endswith(".tmp"):
+                full = os.path.join(directory, name)
+                try:
+                    with open(full) as fh:
+                        dead = _holder_dead(json.load(fh))
+                except FileNotFoundError:
+                    continue
+                except (ValueError, UnicodeDecodeError):
+                    dead = False
+                try:
+                    if dead or time.time() - os.path.getmtime(full) > LOCK_UNREADABLE_GRACE_S:
+                        os.remove(full)
+                except FileNotFoundError:
+                    pass
+
+    def _rm_quiet(self, path: str) -> None:
+        try:
             self.fs.rm(path)
+        except FileNotFoundError:
+            pass
 
 
 @dataclass

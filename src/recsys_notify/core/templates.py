@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from recsys_notify.core.config import ConfigError
+from recsys_notify.core.config import ConfigError, read_yaml
 from recsys_notify.core.datasets import LANGUAGES
 from recsys_notify.core.text import BODY_MAX, TITLE_MAX, clean, drop_repeated_words, fit, repeated_words, word_key
 
@@ -160,13 +160,12 @@ def load_phrases(path: str | Path) -> dict[str, Phrases]:
 
 def load_ops_templates(path: str | Path) -> pd.DataFrame:
     """Read and validate the ops YAML (``clusters: {id: {language: [{title, body}]}}``)."""
-    import yaml
 
     path = Path(path)
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
-    data = yaml.safe_load(path.read_text()) or {}
-    clusters = data.get("clusters") or {}
+    data = read_yaml(path, TemplateError, "templates file") or {}
+    clusters = data.get("clusters") or {} if isinstance(data, Mapping) else None
     if not isinstance(clusters, Mapping):
         raise TemplateError(f"{path}: 'clusters' must map cluster id -> language -> list of templates")
     rows = []

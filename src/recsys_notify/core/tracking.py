@@ -31,8 +31,27 @@ def configure(settings: Settings | None = None) -> str:
         settings.local_root().mkdir(parents=True, exist_ok=True)
         if not (settings.mlflow_tracking_uri or settings.mlflow_artifact_root):
             relocate_artifacts(settings.local_root() / "mlflow.db", settings.artifact_root)
+        _migrate_once(uri)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+_MIGRATED: set[str] = set()
+
+
+def _migrate_once(uri: str) -> None:
+    """Create or upgrade a SQLite store under a file lock: processes first using one store at once
+    otherwise race in MLflow's schema migration ("table already exists")."""
+    if uri in _MIGRATED:
+        return
+    import fcntl
+
+    from mlflow.tracking import MlflowClient
+
+    with open(f"{uri.removeprefix('sqlite:///')}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
+        MlflowClient(uri).search_experiments(max_results=1)  # opening the store runs the migration
+    _MIGRATED.add(uri)
 
 
 # Rewrites of the columns where MLflow 3's SQL store keeps absolute artifact locations:

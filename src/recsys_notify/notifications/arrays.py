@@ -133,7 +133,8 @@ class IdIndex:
         self.ids = sorted_ids
         self.table: np.ndarray | None = None
         if len(sorted_ids):
-            self.lo, span = int(sorted_ids[0]), int(sorted_ids[-1] - sorted_ids[0]) + 1
+            self.lo = int(sorted_ids[0])
+            span = int(sorted_ids[-1]) - self.lo + 1  # Python ints: ids at +-2^62 overflow an int64 difference
             if span <= 16 * len(sorted_ids) + 1_000_000:
                 self.table = np.full(span, -1, dtype=np.int64)
                 self.table[sorted_ids - self.lo] = np.arange(len(sorted_ids))

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from recsys_notify.core.config import resolve_path
+from recsys_notify.core.config import read_yaml, resolve_path
 
 LABEL_FIELDS = ("completion", "liked", "shared", "watch_time_s")
 USER_FEATURES = ("history_mean", "last5_concat", "cluster_distribution", "user_stats")
@@ -35,12 +34,42 @@ _FORBIDDEN = {ast.Call: "function calls", ast.Attribute: "attribute access", ast
               ast.Lambda: "lambdas", ast.BinOp: "arithmetic", ast.NamedExpr: "assignments"}
 
 
+MAX_RULE_CHARS = 2000
+MAX_RULE_DEPTH = 32
+
+
+def _depths(text: str) -> list[int]:
+    """Bracket depth after each character (what makes a rule nest)."""
+    out, depth = [], 0
+    for ch in text:
+        depth += (ch in "([{") - (ch in ")]}")
+        out.append(depth)
+    return out
+
+
+def _node_depth(node: ast.AST, level: int = 0) -> int:
+    if level > MAX_RULE_DEPTH:
+        return level
+    return max((_node_depth(child, level + 1) for child in ast.iter_child_nodes(node)), default=level)
+
+
 def parse_label_rule(text: str) -> Callable[[Mapping[str, Any]], np.ndarray]:
-    """Compile ``text`` to a function ``columns -> bool array``; raise :class:`LabelRuleError` if unsafe."""
+    """Compile ``text`` to a function ``columns -> bool array``; raise :class:`LabelRuleError` if unsafe.
+
+    Size and nesting are bounded before parsing: Python's parser and the compiled rule recurse per level.
+    """
+    if len(text) > MAX_RULE_CHARS:
+        raise LabelRuleError(f"label rule is {len(text)} characters long (at most {MAX_RULE_CHARS})")
+    depth = max(_depths(text), default=0)
+    if depth > MAX_RULE_DEPTH:
+        raise LabelRuleError(f"label rule {text[:60]!r}... nests {depth} levels deep (at most {MAX_RULE_DEPTH})")
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise LabelRuleError(f"label rule {text!r} is not a valid expression: {exc.msg}") from None
+    except (SyntaxError, RecursionError, MemoryError) as exc:
+        raise LabelRuleError(f"label rule {text[:200]!r} is not a valid expression: "
+                             f"{getattr(exc, 'msg', type(exc).__name__)}") from None
+    if max(_node_depth(tree), 0) > MAX_RULE_DEPTH:
+        raise LabelRuleError(f"label rule {text[:60]!r} nests deeper than {MAX_RULE_DEPTH} levels")
     fn = _compile(tree.body, text)
 
     def rule(columns: Mapping[str, Any]) -> np.ndarray:
@@ -183,7 +212,9 @@ def load_experiment(name: str, directory: str | Path, overrides: Mapping[str, An
     if not path.exists():
         known = ", ".join(available_experiments(directory)) or "none"
         raise ValueError(f"unknown two-tower experiment {name!r} (known: {known})")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path, ValueError, "experiment config") or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"experiment config {path} must contain a mapping, got {type(data).__name__}")
     data = {**data, **(overrides or {}), "name": name}
     try:
         return ExperimentConfig.model_validate(data)
