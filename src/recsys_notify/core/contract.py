@@ -148,7 +148,8 @@ def _row_reasons(dataset: str, df: pd.DataFrame, dt: date | None, known_items: n
 
     for key in KEYS[dataset] + (["session_id"] if dataset == "events" else []):
         flag(df[key].isna(), f"null {key}")
-        flag(df[key] < 0, f"negative {key}")  # ids are 0..2^63-1, so any difference of two ids fits int64
+        if key.endswith("_id"):  # ids are 0..2^63-1, so any difference of two ids fits int64
+            flag(df[key] < 0, f"negative {key}")
     for col in ("duration_s", "watch_time_s"):
         if col in df:
             flag(np.isinf(df[col]) | (df[col] > MAX_DURATION_S), f"{col} above {MAX_DURATION_S:.0f} s or infinite")
