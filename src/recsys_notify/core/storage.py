@@ -139,20 +139,32 @@ class Storage:
     # ----- listing -----
     def dates(self, dataset: str) -> list[date]:
         """Committed partition dates, ascending."""
-        base = self.dataset_path(dataset)
+        out = [day for day in self._pending_days() if any(dataset in rec["outputs"] for rec in self._pending(day))]
+        for entry, day in self._partition_dirs(self.dataset_path(dataset)):
+            if self.fs.exists(f"{entry}/{MANIFEST}"):
+                out.append(day)
+        return sorted(set(out))
+
+    def _listing(self, base: str) -> list[str]:
+        """Entries under ``base`` as they are now ([] if absent)."""
         if not self.local:
             self.fs.invalidate_cache(base)  # s3fs caches listings; another process may have committed since
-        out = [day for day in self._pending_days() if any(dataset in rec["outputs"] for rec in self._pending(day))]
-        if not self.fs.exists(base):
-            return sorted(set(out))
-        for entry in self.fs.ls(base, detail=False):
-            match = _PARTITION_DIR.match(entry.rstrip("/").rsplit("/", 1)[-1])  # ignores dt=...bak and debris
-            if match and self.fs.exists(f"{entry}/{MANIFEST}"):
+        try:
+            return self.fs.ls(base, detail=False)
+        except FileNotFoundError:
+            return []
+
+    def _partition_dirs(self, base: str) -> list[tuple[str, date]]:
+        """``dt=YYYYMMDD`` entries under ``base`` with their dates (dt=...bak, debris and dt=20261399 ignored)."""
+        out = []
+        for entry in self._listing(base):
+            match = _PARTITION_DIR.match(entry.rstrip("/").rsplit("/", 1)[-1])
+            if match:
                 try:
-                    out.append(datetime.strptime(match.group(1), DATE_FMT).date())
+                    out.append((entry, datetime.strptime(match.group(1), DATE_FMT).date()))
                 except ValueError:
-                    continue  # dt=20261399: not a date, so not a partition
-        return sorted(set(out))
+                    continue
+        return out
 
     def exists(self, dataset: str, dt: date | str) -> bool:
         if self._pending_manifest(dataset, as_date(dt)) is not None:
@@ -164,22 +176,7 @@ class Storage:
         return f"{self.root}/{COMMITS}/dt={day.strftime(DATE_FMT)}"
 
     def _pending_days(self) -> list[date]:
-        base = f"{self.root}/{COMMITS}"
-        if not self.local:
-            self.fs.invalidate_cache(base)
-        try:
-            entries = self.fs.ls(base, detail=False)
-        except FileNotFoundError:
-            return []
-        days = []
-        for entry in entries:
-            match = _PARTITION_DIR.match(entry.rstrip("/").rsplit("/", 1)[-1])
-            if match:
-                try:
-                    days.append(datetime.strptime(match.group(1), DATE_FMT).date())
-                except ValueError:
-                    continue
-        return days
+        return [day for _, day in self._partition_dirs(f"{self.root}/{COMMITS}")]
 
     def _remove_record_debris(self, day: date, held: set[str]) -> None:
         """Records being written aside when their writer died: ours to remove once we hold their datasets."""
@@ -201,15 +198,8 @@ class Storage:
 
     def _pending(self, day: date) -> list[dict[str, Any]]:
         """Step-run records of ``day`` committed but not yet fully published (a writer died), oldest first."""
-        base = self._commit_dir(day)
-        if not self.local:
-            self.fs.invalidate_cache(base)
-        try:
-            entries = self.fs.ls(base, detail=False)
-        except FileNotFoundError:
-            return []
         records = []
-        for entry in entries:
+        for entry in self._listing(self._commit_dir(day)):
             leaf = entry.rstrip("/").rsplit("/", 1)[-1]
             if leaf.startswith(".") or not leaf.endswith(".json"):
                 continue  # a record still being written aside: not committed
