@@ -61,13 +61,19 @@ def _drift(refresh: Refresh) -> dict[int, float | None]:
     return out
 
 
+def _keywords(templates: pd.DataFrame, top: int = 5) -> pd.Series:
+    """Per cluster its most frequent keywords over every language's templates (a language may have none)."""
+    words = templates[["cluster_id", "keywords"]].explode("keywords").dropna(subset=["keywords"])
+    return words.groupby("cluster_id")["keywords"].agg(lambda s: list(s.value_counts().index[:top]))
+
+
 def cluster_rows(refresh: Refresh, only: int | None = None) -> list[dict[str, Any]]:
     """One summary row per cluster (or just ``only``): size, languages, "*" representative, keywords, drift."""
     reps, members = refresh.reps, refresh.members
     if only is not None:
         reps, members = reps[reps["cluster_id"] == only], members[members["cluster_id"] == only]
     captions = refresh.by_id["caption"]
-    keywords = refresh.templates.drop_duplicates("cluster_id").set_index("cluster_id")["keywords"]
+    keywords = _keywords(refresh.templates)
     active = refresh.active()
     replaced = active[active["action"] == "replace"].groupby("cluster_id")["override_id"].agg(list) if len(active) \
         else pd.Series(dtype=object)
