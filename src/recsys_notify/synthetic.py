@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 from sklearn.decomposition import PCA
 
+from recsys_notify.core.buckets import DEFAULT_BUCKETS
 from recsys_notify.core.contract import EMBEDDING_DIM, ingest
 from recsys_notify.core.datasets import EVENTS, ITEMS, TRUTH_ITEMS, TRUTH_USERS, USERS
 from recsys_notify.core.storage import Storage, as_date
@@ -60,6 +61,7 @@ class GeneratorConfig:
     # found same-style neighbours 97% of the time, so style was not "hidden"; 0.15 leaves ~58%
     style_signal: float = 0.15
     noise: float = 0.55
+    buckets: int = DEFAULT_BUCKETS  # user buckets per events partition (settings.event_buckets)
 
     def __post_init__(self) -> None:
         if self.items < EMBEDDING_DIM:
@@ -318,7 +320,7 @@ def generate(storage: Storage, cfg: GeneratorConfig,
         storage.write(TRUTH_ITEMS.name, day, truth_items[todays])
         ingest(storage, ITEMS.name, day, world.items[todays].reset_index(drop=True))
         stats = ingest(storage, EVENTS.name, day, events_for_day(cfg, world, d),
-                       known_items=world.items["item_id"].to_numpy()[first_day <= d])
+                       known_items=world.items["item_id"].to_numpy()[first_day <= d], buckets=cfg.buckets)
         counts["events"] += stats["rows"]
         counts["quarantined"] += stats["quarantined"]
         if progress:

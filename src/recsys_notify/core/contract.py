@@ -15,14 +15,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from recsys_notify.core.buckets import DEFAULT_BUCKETS, bucketed
 from recsys_notify.core.datasets import LANGUAGES, QUARANTINE, RAW, ContractError
 from recsys_notify.core.inputs import as_of, resolve
 from recsys_notify.core.storage import Storage, as_date
 
 EMBEDDING_DIM = 128
 MAX_COMPLETION = 1.5  # above this the watch time is a clock-skew artefact, not a rewatch
-DERIVED = {"events": ["completion"]}  # computed at ingest, not part of the input contract
+DERIVED = {"events": ["completion", "bucket"]}  # computed at ingest, not part of the input contract
 _KINDS = {"int64": "int64", "float64": "float64", "bool": "bool", "string": "str",
           "timestamp[us, UTC]": "datetime64[us, UTC]", f"list<float32>[{EMBEDDING_DIM}]": "embedding"}
 
@@ -190,11 +192,13 @@ def validate(dataset: str, df: pd.DataFrame, dt: date | str | None = None,
 
 
 def ingest(storage: Storage, dataset: str, dt: date | str, data: pd.DataFrame | Iterable[pd.DataFrame],
-           known_items: np.ndarray | None = None, max_invalid_fraction: float = 0.5) -> dict[str, Any]:
+           known_items: np.ndarray | None = None, max_invalid_fraction: float = 0.5,
+           buckets: int = DEFAULT_BUCKETS) -> dict[str, Any]:
     """Validate and write one raw partition plus its quarantine sibling (one commit); return counts.
 
     ``data`` may be an iterable of blocks (split by key, e.g. by user for events) so large days stream
     through; each block is validated on its own, and a failing block aborts the write before commit.
+    Events are written bucketed by user (``buckets`` per day, :mod:`recsys_notify.core.buckets`).
     """
     day = as_date(dt)
     if dataset not in RAW:
@@ -212,7 +216,8 @@ def ingest(storage: Storage, dataset: str, dt: date | str, data: pd.DataFrame | 
             quarantined.append(result.quarantine)
             for reason, n in result.counts.items():
                 counts[reason] = counts.get(reason, 0) + n
-            yield result.valid
+            yield bucketed(pa.Table.from_pandas(result.valid, preserve_index=False), buckets) \
+                if dataset == "events" else result.valid
         if not quarantined:
             raise ContractError(f"{dataset}: partition {day} is empty (no blocks)")
 
@@ -221,7 +226,8 @@ def ingest(storage: Storage, dataset: str, dt: date | str, data: pd.DataFrame | 
     def quarantine_blocks() -> Iterator[pd.DataFrame]:
         yield pd.concat(quarantined, ignore_index=True)  # staged after the valid rows, so complete
 
-    written = storage.write_many(day, {dataset: valid_blocks(), quarantine_name: quarantine_blocks()})
+    written = storage.write_many(day, {dataset: valid_blocks(), quarantine_name: quarantine_blocks()},
+                                 dataset_metadata={"events": {"buckets": buckets}} if dataset == "events" else None)
     return {"rows": written[dataset].rows, "quarantined": written[quarantine_name].rows,
             "reasons": dict(sorted(counts.items()))}
 
