@@ -433,8 +433,9 @@ def _write_json(fs: fsspec.AbstractFileSystem, path: str, payload: dict[str, Any
 
 
 def _write_parquet(fs: fsspec.AbstractFileSystem, table: pa.Table, path: str) -> None:
-    """One Parquet file; a table sorted by a ``bucket`` column gets one row group per bucket."""
-    if BUCKET not in table.column_names or table.num_rows == 0:
+    """One Parquet file; a table sorted by an integer ``bucket`` column gets one row group per bucket."""
+    if BUCKET not in table.column_names or not pa.types.is_integer(table.schema.field(BUCKET).type) \
+            or table.num_rows == 0:
         pq.write_table(table, path, filesystem=fs, compression="zstd")
         return
     bucket = table.column(BUCKET).to_numpy()
