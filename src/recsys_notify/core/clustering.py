@@ -81,9 +81,10 @@ def _padded_chunk(X: np.ndarray, starts: np.ndarray, sizes: np.ndarray, size: in
     core = (adj.sum(axis=2, dtype=np.int32) >= min_samples) & valid
     core_adj = adj
     core_adj &= core[:, None, :]
-    # both directions and self loops are harmless for undirected components and cheaper than triu
-    b, i, j = np.nonzero(core_adj & core[:, :, None])
-    rows, cols = [b * size + i], [b * size + j]
+    # both directions and self loops are harmless for undirected components and cheaper than triu;
+    # flat positions are ~10x faster to find than 3-d indices: flat = (user * size + i) * size + j
+    flat = np.flatnonzero(core_adj & core[:, :, None])
+    rows, cols = [flat // size], [flat // (size * size) * size + flat % size]
     border = valid & ~core & core_adj.any(axis=2)
     if border.any():
         bb, bi = np.nonzero(border)
