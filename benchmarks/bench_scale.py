@@ -52,12 +52,12 @@ SPARK_CONF = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "fals
 
 # ----- what runs in the child processes -----
 
-def _settings(root: str, days: int, workers: int) -> Any:
+def _settings(root: str, days: int, workers: int, shards: int | None = None) -> Any:
     from recsys_notify.core.config import Settings
 
     settings = Settings(data_root=root)
     settings.user_medoids.window_days = days
-    settings.user_medoids.shards = workers
+    settings.user_medoids.shards = shards or workers
     settings.pair_mining.window_days = days
     settings.pair_mining.spark_master = f"local[{workers}]"
     settings.pair_mining.spark_conf = {**SPARK_CONF, "spark.sql.shuffle.partitions": str(4 * workers)}
@@ -104,7 +104,8 @@ def generate_world(root: str, users: int, items: int, days: int) -> dict[str, An
     return {**counts, **_usage(t)}
 
 
-def step_part(name: str, root: str, days: int, workers: int, part: int | None = None) -> dict[str, Any]:
+def step_part(name: str, root: str, days: int, workers: int, part: int | None = None,
+              shards: int | None = None) -> dict[str, Any]:
     """One timed unit of work in this (fresh) process."""
     from recsys_notify.core.sql_engine import open_engine
     from recsys_notify.core.storage import Storage
@@ -113,7 +114,7 @@ def step_part(name: str, root: str, days: int, workers: int, part: int | None = 
     from recsys_notify.pair_mining.step import compute_pairs
     from recsys_notify.user_medoids import step as user_medoids
 
-    storage, settings = Storage(root), _settings(root, days, workers)
+    storage, settings = Storage(root), _settings(root, days, workers, shards)
     t = _start()
     extra: dict[str, Any] = {}
     if name == "user_medoids_part":
@@ -169,13 +170,13 @@ def _fresh(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
         return pool.submit(fn, *args).result()
 
 
-def user_medoids(root: str, days: int, workers: int) -> dict[str, Any]:
-    """Shards in parallel processes (one per worker), then finish; wall = the whole, CPU = the sum."""
+def user_medoids(root: str, days: int, workers: int, shards: int) -> dict[str, Any]:
+    """``shards`` tasks on ``workers`` processes (fresh per task), then finish; wall = the whole, CPU = the sum."""
     t = time.perf_counter()
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
-        parts = list(pool.map(step_part, ["user_medoids_part"] * workers, [root] * workers, [days] * workers,
-                              [workers] * workers, range(workers)))
-    done = _fresh(step_part, "user_medoids_finish", root, days, workers)
+        parts = list(pool.map(step_part, ["user_medoids_part"] * shards, [root] * shards, [days] * shards,
+                              [workers] * shards, range(shards), [shards] * shards))
+    done = _fresh(step_part, "user_medoids_finish", root, days, workers, None, shards)
     return {"wall_s": time.perf_counter() - t, "cpu_s": sum(p["cpu_s"] for p in parts) + done["cpu_s"],
             "peak_rss_gb": max([p["peak_rss_gb"] for p in parts] + [done["peak_rss_gb"]]),
             "shards_wall_s": max(p["wall_s"] for p in parts), "finish_wall_s": done["wall_s"],
@@ -192,6 +193,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000, 3_000_000])
     parser.add_argument("--days", type=int, default=7, help="days generated = every step's window")
     parser.add_argument("--workers", type=int, default=2, help="user-medoid shards in parallel; Spark local[N]")
+    parser.add_argument("--shards", type=int, help="user-medoid shards (default: --workers); more bound memory")
     parser.add_argument("--steps", nargs="+", default=STEPS, choices=STEPS)
     parser.add_argument("--baseline-users", type=int, default=2000, help="users in the notifications loop baseline")
     parser.add_argument("--global-items", type=int, default=1_000_000, help="0 skips the sklearn comparison")
@@ -212,7 +214,7 @@ def main() -> int:
                 if step not in args.steps or (step == "notifications" and "global_medoids" not in size):
                     continue
                 if step == "user_medoids":
-                    out = user_medoids(root, args.days, args.workers)
+                    out = user_medoids(root, args.days, args.workers, args.shards or args.workers)
                 else:
                     out = _fresh(step_part, step, root, args.days, args.workers)
                 size[step] = out
