@@ -4,8 +4,9 @@ For each size (``--sizes``, users) a synthetic world of ``--days`` days is gener
 events bucketed by user), then every step runs in fresh processes so its wall time, CPU time
 (the process and its children, the Spark JVM included) and peak RSS are its own:
 
-* ``user_medoids``: ``--workers`` shard processes in parallel (mapped tasks on that many workers,
-  each reading only its buckets), then ``finish`` (combine, MLflow); peak RSS = the largest process;
+* ``user_medoids``: ``--shards`` tasks (default ``--workers``) on ``--workers`` processes in parallel
+  (mapped tasks on that many workers, each reading only its buckets), then ``finish`` (combine,
+  MLflow); peak RSS = the largest process;
 * ``global_medoids`` and ``notifications``: the step's ``run`` (one process);
 * ``pair_mining_duckdb`` / ``pair_mining_spark``: ``compute_pairs`` on DuckDB and on Spark
   ``local[--workers]`` over the same events.
