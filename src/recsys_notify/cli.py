@@ -75,7 +75,8 @@ def _generate(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
 
     from recsys_notify.synthetic import default_end, generate, generator_config
 
-    cfg = generator_config(args.users, args.items, args.days, args.end or default_end(), args.seed)
+    cfg = generator_config(args.users, args.items, args.days, args.end or default_end(), args.seed,
+                           buckets=settings.event_buckets)
     with tqdm(total=args.days, desc="generate", unit="day", file=sys.stderr) as bar:
         def progress(msg: str) -> None:
             bar.set_postfix_str(msg)
@@ -99,7 +100,8 @@ def _ingest(args: argparse.Namespace, settings: Any, storage: Storage) -> Any:
     from recsys_notify.core.contract import ingest
 
     frame = pd.read_parquet(args.path)
-    return ingest(storage, args.dataset, args.date, frame, max_invalid_fraction=args.max_invalid_fraction)
+    return ingest(storage, args.dataset, args.date, frame, max_invalid_fraction=args.max_invalid_fraction,
+                  buckets=settings.event_buckets)
 
 
 def _partitions_args(p: argparse.ArgumentParser) -> None:

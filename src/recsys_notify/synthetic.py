@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 from sklearn.decomposition import PCA
 
+from recsys_notify.core.buckets import DEFAULT_BUCKETS
 from recsys_notify.core.contract import EMBEDDING_DIM, ingest
 from recsys_notify.core.datasets import EVENTS, FRAMES, ITEMS, TRUTH_FRAMES, TRUTH_ITEMS, TRUTH_USERS, USERS
 from recsys_notify.core.storage import Storage, as_date
@@ -69,6 +70,7 @@ class GeneratorConfig:
     # daily probability that a user takes up the trending topic (one of the least popular topics, a new
     # one every TREND_DAYS days) as their strongest interest, dropping their weakest; 0 = fixed interests
     interest_drift: float = 0.0
+    buckets: int = DEFAULT_BUCKETS  # user buckets per events partition (settings.event_buckets)
 
     def __post_init__(self) -> None:
         if self.items < EMBEDDING_DIM:
@@ -405,7 +407,7 @@ def generate(storage: Storage, cfg: GeneratorConfig,
         storage.write(TRUTH_FRAMES.name, day, frame_truth)
         ingest(storage, FRAMES.name, day, frames, known_items=world.items["item_id"].to_numpy()[first_day <= d])
         stats = ingest(storage, EVENTS.name, day, events_for_day(cfg, world, d),
-                       known_items=world.items["item_id"].to_numpy()[first_day <= d])
+                       known_items=world.items["item_id"].to_numpy()[first_day <= d], buckets=cfg.buckets)
         counts["events"] += stats["rows"]
         counts["quarantined"] += stats["quarantined"]
         if progress:

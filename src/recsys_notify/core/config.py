@@ -123,9 +123,17 @@ class UserMedoidSettings(_Strict):
     decay_lambda: float = Field(0.1, ge=0)
     """daily decay of interaction weight when ranking clusters"""
     shards: int = Field(4, ge=1, le=1024)
-    """user-hash shards (one mapped task each)"""
+    """user-hash shards (one mapped task each); divisors and multiples of event_buckets read only their rows"""
     seed: int = Field(0, ge=0)
     """sampling seed"""
+    engine: Literal["embedded", "spark"] = "embedded"
+    """embedded: shards in this process / mapped tasks; spark: one Spark job over the user buckets"""
+    spark_master: str = "local[*]"
+    """Spark master URL when engine is spark"""
+    spark_remote: str | None = None
+    """Spark Connect URL (sc://host:15002); wins over spark_master"""
+    spark_conf: dict[str, str] = Field(default_factory=dict)
+    """extra Spark configuration"""
 
 
 class GlobalMedoidSettings(_Strict):
@@ -327,6 +335,8 @@ class Settings(_Strict):
     mlflow_tracking_uri: str | None = None
     mlflow_artifact_root: str | None = None
     mlflow_ui_url: str = "http://127.0.0.1:5000"  # where people open MLflow (Airflow "MLflow run" links)
+    # user buckets per events partition at ingest (core/buckets.py); shard counts that divide it read exactly
+    event_buckets: int = Field(64, ge=1, le=4096)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     interaction_weights: InteractionWeights = Field(default_factory=InteractionWeights)
     pair_mining: PairMiningSettings = Field(default_factory=PairMiningSettings)

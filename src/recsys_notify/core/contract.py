@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from recsys_notify.core.buckets import DEFAULT_BUCKETS, bucketed
 from recsys_notify.core.datasets import LANGUAGES, QUARANTINE, RAW, ContractError
 from recsys_notify.core.inputs import as_of, resolve
 from recsys_notify.core.storage import Storage, as_date
@@ -27,7 +29,7 @@ MAX_DURATION_S = 86_400.0  # one day: a longer video or watch is a unit error (m
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # C0/C1 controls (NUL, ESC, CR, LF, ...) and bidi overrides/isolates/marks: they would render into pushes
 _UNSAFE_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-DERIVED = {"events": ["completion"]}  # computed at ingest, not part of the input contract
+DERIVED = {"events": ["completion", "bucket"]}  # computed at ingest, not part of the input contract
 _KINDS = {"int64": "int64", "float64": "float64", "bool": "bool", "string": "str",
           "timestamp[us, UTC]": "datetime64[us, UTC]", f"list<float32>[{EMBEDDING_DIM}]": "embedding"}
 
@@ -244,11 +246,13 @@ def check_invalid_fraction(value: Any) -> float:
 
 
 def ingest(storage: Storage, dataset: str, dt: date | str, data: pd.DataFrame | Iterable[pd.DataFrame],
-           known_items: np.ndarray | None = None, max_invalid_fraction: float = 0.5) -> dict[str, Any]:
+           known_items: np.ndarray | None = None, max_invalid_fraction: float = 0.5,
+           buckets: int = DEFAULT_BUCKETS) -> dict[str, Any]:
     """Validate and write one raw partition plus its quarantine sibling (one commit); return counts.
 
     ``data`` may be an iterable of blocks (split by key, e.g. by user for events) so large days stream
     through; each block is validated on its own, and a failing block aborts the write before commit.
+    Events are written bucketed by user (``buckets`` per day, :mod:`recsys_notify.core.buckets`).
     """
     day = as_date(dt)
     if dataset not in RAW:
@@ -267,7 +271,8 @@ def ingest(storage: Storage, dataset: str, dt: date | str, data: pd.DataFrame | 
             quarantined.append(result.quarantine)
             for reason, n in result.counts.items():
                 counts[reason] = counts.get(reason, 0) + n
-            yield result.valid
+            yield bucketed(pa.Table.from_pandas(result.valid, preserve_index=False), buckets) \
+                if dataset == "events" else result.valid
         if not quarantined:
             raise ContractError(f"{dataset}: partition {day} is empty (no blocks)")
 
@@ -276,7 +281,8 @@ def ingest(storage: Storage, dataset: str, dt: date | str, data: pd.DataFrame | 
     def quarantine_blocks() -> Iterator[pd.DataFrame]:
         yield pd.concat(quarantined, ignore_index=True)  # staged after the valid rows, so complete
 
-    written = storage.write_many(day, {dataset: valid_blocks(), quarantine_name: quarantine_blocks()})
+    written = storage.write_many(day, {dataset: valid_blocks(), quarantine_name: quarantine_blocks()},
+                                 dataset_metadata={"events": {"buckets": buckets}} if dataset == "events" else None)
     return {"rows": written[dataset].rows, "quarantined": written[quarantine_name].rows,
             "reasons": dict(sorted(counts.items()))}
 

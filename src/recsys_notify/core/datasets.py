@@ -84,7 +84,9 @@ _QUARANTINE = {"reason": "string"}
 EVENTS = _ds("events", INGEST, "facts", {
     "user_id": "int64", "item_id": "int64", "session_id": "int64", "ts": "timestamp[us, UTC]",
     "watch_time_s": "float64", "duration_s": "float64", "liked": "bool", "shared": "bool", "completion": "float64",
-}, "validated interactions of one day; completion = watch_time_s / duration_s")
+    "bucket": "int32",
+}, "validated interactions of one day; completion = watch_time_s / duration_s; bucket = user hash mod the "
+   "partition's `buckets` (rows sorted by it, one row group each: core/buckets.py)")
 ITEMS = _ds("items", INGEST, "dimension", {
     "item_id": "int64", "creator_id": "int64", "language": "string", "duration_s": "float64",
     "created_ts": "timestamp[us, UTC]", "caption": "string", "embedding": "list<float32>[128]",

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import pandas as pd
 import pyarrow as pa
 
+from recsys_notify.core.buckets import read_shard
 from recsys_notify.core.datasets import Dataset
 from recsys_notify.core.storage import MissingPartitionError, Partition, Storage, StorageError, as_date
 
@@ -137,23 +138,32 @@ class Inputs(Mapping[str, Resolved]):
     def __len__(self) -> int:
         return len(self._resolved)
 
-    def tables(self, role: str, columns: list[str] | None = None) -> Iterator[tuple[Partition, pa.Table]]:
-        """Each pinned partition of ``role`` with its table (only ``columns``, checked against the manifest)."""
+    def tables(self, role: str, columns: list[str] | None = None,
+               shard: tuple[int, int] | None = None) -> Iterator[tuple[Partition, pa.Table]]:
+        """Each pinned partition of ``role`` with its table (only ``columns``, checked against the manifest).
+
+        ``shard=(s, n)``: only the rows of users in shard ``s`` of ``n``, read from their buckets
+        (:func:`recsys_notify.core.buckets.read_shard`).
+        """
         resolved = self[role]
         for p in resolved.partitions:
             if columns is not None:
                 resolved.dataset.check_columns(p.columns, columns, where=f"dt={p.dt}")
-            yield p, self.storage.read_partition(p, columns)
+            if shard is None:
+                yield p, self.storage.read_partition(p, columns)
+            else:
+                yield p, read_shard(self.storage, p, columns, *shard)
 
-    def table(self, role: str, columns: list[str] | None = None) -> pa.Table:
+    def table(self, role: str, columns: list[str] | None = None, shard: tuple[int, int] | None = None) -> pa.Table:
         """All pinned partitions of ``role`` as one table (no rows: an empty table with ``columns``)."""
-        tables = [t for _, t in self.tables(role, columns)]
+        tables = [t for _, t in self.tables(role, columns, shard)]
         if not tables:
             return pa.table({c: pa.array([], pa.null()) for c in columns or []})
         return pa.concat_tables(tables, promote_options="default")
 
-    def frame(self, role: str, columns: list[str] | None = None) -> pd.DataFrame:
-        return self.table(role, columns).to_pandas()
+    def frame(self, role: str, columns: list[str] | None = None, shard: tuple[int, int] | None = None
+              ) -> pd.DataFrame:
+        return self.table(role, columns, shard).to_pandas()
 
     def dimension(self, role: str, columns: list[str] | None = None, dt_column: str | None = None) -> pd.DataFrame:
         """Rows as of the date: an id listed in several partitions takes the newest partition's row.

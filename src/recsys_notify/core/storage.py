@@ -35,10 +35,12 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys_notify.core.buckets import BUCKET
 from recsys_notify.core.datasets import lookup
 
 MANIFEST = "_manifest.json"
@@ -357,12 +359,17 @@ class Storage:
     def read(self, dataset: str, dt: date | str, columns: list[str] | None = None) -> pd.DataFrame:
         return self.read_table(dataset, dt, columns).to_pandas()
 
-    def read_partition(self, partition: Partition, columns: list[str] | None = None) -> pa.Table:
-        """Read exactly the pinned version; fails if that version was replaced twice since it was pinned."""
+    def read_partition(self, partition: Partition, columns: list[str] | None = None,
+                       filters: list[tuple[str, str, Any]] | None = None) -> pa.Table:
+        """Read exactly the pinned version; fails if that version was replaced twice since it was pinned.
+
+        ``filters`` (pyarrow's, e.g. ``[("bucket", "in", [0, 4])]``) skip row groups whose statistics
+        exclude them, so a shard reads only its buckets (:mod:`recsys_notify.core.buckets`).
+        """
         tables = []
         for path in partition.files:
             try:
-                tables.append(pq.read_table(path, columns=columns, filesystem=self.fs))
+                tables.append(pq.read_table(path, columns=columns, filters=filters, filesystem=self.fs))
             except FileNotFoundError:
                 raise StorageError(
                     f"{partition.dataset} dt={partition.dt} version {partition.version} was replaced while this run "
@@ -425,7 +432,7 @@ class Storage:
             elif not chunk.schema.equals(schema):
                 chunk = chunk.cast(schema)
             name = f"part-{i:05d}.parquet"
-            pq.write_table(chunk, f"{directory}/{name}", filesystem=self.fs, compression="zstd")
+            _write_parquet(self.fs, chunk, f"{directory}/{name}")
             files.append(prefix + name)
             rows += chunk.num_rows
         manifest = {
@@ -603,6 +610,19 @@ def _read_lock(path: str) -> str:
 def _write_json(fs: fsspec.AbstractFileSystem, path: str, payload: dict[str, Any]) -> None:
     with fs.open(path, "w") as fh:
         json.dump(payload, fh, indent=1, sort_keys=True, default=str)
+
+
+def _write_parquet(fs: fsspec.AbstractFileSystem, table: pa.Table, path: str) -> None:
+    """One Parquet file; a table sorted by an integer ``bucket`` column gets one row group per bucket."""
+    if BUCKET not in table.column_names or not pa.types.is_integer(table.schema.field(BUCKET).type) \
+            or table.num_rows == 0:
+        pq.write_table(table, path, filesystem=fs, compression="zstd")
+        return
+    bucket = table.column(BUCKET).to_numpy()
+    cuts = np.flatnonzero(np.diff(bucket)) + 1
+    with pq.ParquetWriter(path, table.schema, filesystem=fs, compression="zstd") as writer:
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(bucket)]):
+            writer.write_table(table.slice(lo, hi - lo))
 
 
 def _as_chunks(data: pd.DataFrame | pa.Table | Iterable[pa.Table]) -> Iterator[pa.Table]:

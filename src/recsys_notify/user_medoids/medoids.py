@@ -48,11 +48,6 @@ class MedoidStats:
 
 # ----- deterministic randomness -----
 
-def shard_of(user_ids: np.ndarray, shards: int) -> np.ndarray:
-    """Stable shard of each user (independent of process, platform and Python's hash seed)."""
-    return (splitmix64(np.asarray(user_ids).astype(np.uint64)) % np.uint64(shards)).astype(np.int64)
-
-
 def uniform_keys(user_ids: np.ndarray, item_ids: np.ndarray, day: date, seed: int) -> np.ndarray:
     """A uniform (0, 1) number per (user, item) that depends only on (user, item, day, seed)."""
     base = splitmix64(np.array([day.toordinal() * 1_000_003 + seed], dtype=np.uint64))

@@ -1,5 +1,8 @@
 """The user_medoids step, sharded by a stable hash of the user id.
 
+A shard reads only its users' buckets of each events partition (:mod:`recsys_notify.core.buckets`).
+With ``engine: spark`` there is one part: a Spark job over all user buckets
+(:mod:`recsys_notify.user_medoids.spark`), through the same pure compute.
 :func:`run_part` computes one shard (:mod:`recsys_notify.user_medoids.medoids`) and commits that
 shard's partial dataset, so shards run on different Celery workers; :func:`finish` commits the
 ``user_medoids`` partition once from every shard and logs the MLflow run; :func:`run` does all of it
@@ -15,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_notify.core import tracking
+from recsys_notify.core.buckets import user_slot
 from recsys_notify.core.config import Settings
 from recsys_notify.core.datasets import EVENTS, TRUTH_ITEMS, TRUTH_USERS, USER_MEDOIDS, user_medoid_shard
 from recsys_notify.core.embeddings import VECTORS, item_vectors, l2_normalize, vectors_request
@@ -23,7 +27,7 @@ from recsys_notify.core.interaction_weights import EVENT_COLUMNS, weigh_interact
 from recsys_notify.core.step import StepResult, parse_params
 from recsys_notify.core.storage import Storage
 from recsys_notify.user_medoids import evaluation
-from recsys_notify.user_medoids.medoids import SIZE_BINS, MedoidStats, compute_medoids, shard_of
+from recsys_notify.user_medoids.medoids import SIZE_BINS, MedoidStats, compute_medoids
 
 NAME = "user_medoids"
 EVAL_USERS = 20_000  # users in the synthetic-truth coverage check
@@ -33,15 +37,29 @@ def _settings(settings: Settings, params: dict[str, Any] | None) -> Settings:
     return parse_params(settings, NAME, params)[0]
 
 
+# how the work is split and run: the output does not depend on them
+EXECUTION = {"shards", "engine", "spark_master", "spark_remote", "spark_conf"}
+
+
 def run_params(settings: Settings) -> dict[str, Any]:
     """What a shard's output depends on (every shard of one date must agree)."""
-    return {**settings.user_medoids.model_dump(exclude={"shards"}), "embedding_source": settings.embedding.source,
+    return {**settings.user_medoids.model_dump(exclude=EXECUTION), "embedding_source": settings.embedding.source,
             "trimmed_dim": settings.embedding.trimmed_dim,
             "interaction_weights": settings.interaction_weights.model_dump()}
 
 
+def shard_count(settings: Settings) -> int:
+    """Shards of a run: ``shards``, or one when Spark computes every user bucket in one job."""
+    return 1 if settings.user_medoids.engine == "spark" else settings.user_medoids.shards
+
+
 def parts(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None = None) -> list[int]:
-    return list(range(_settings(settings, params).user_medoids.shards))
+    return list(range(shard_count(_settings(settings, params))))
+
+
+def resolve_inputs(storage: Storage, settings: Settings, dt: date) -> Inputs:
+    return resolve(storage, {"events": window(EVENTS, dt, settings.user_medoids.window_days),
+                             VECTORS: vectors_request(settings.embedding.source, dt)})
 
 
 def shard_inputs(interactions: pd.DataFrame, inputs: Inputs, settings: Settings) -> np.ndarray:
@@ -53,22 +71,32 @@ def shard_inputs(interactions: pd.DataFrame, inputs: Inputs, settings: Settings)
     return l2_normalize(matrix)[np.searchsorted(ids, interactions["item_id"].to_numpy())]  # ids == sorted items
 
 
-def run_part(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None, shard: int
-             ) -> dict[str, Any]:
-    """Compute one shard's medoids and commit them to the shard's dataset for ``dt``."""
-    settings = _settings(settings, params)
-    shards = settings.user_medoids.shards
-    if not 0 <= shard < shards:
-        raise ValueError(f"shard {shard} out of range 0..{shards - 1}")
-    inputs = resolve(storage, {"events": window(EVENTS, dt, settings.user_medoids.window_days),
-                               VECTORS: vectors_request(settings.embedding.source, dt)})
-    events = inputs.frame("events", EVENT_COLUMNS)
-    events = events[shard_of(events["user_id"].to_numpy(), shards) == shard]
+def compute_shard(storage: Storage, settings: Settings, dt: date, shard: int, shards: int
+                  ) -> tuple[pd.DataFrame, MedoidStats, Inputs]:
+    """One shard's medoids (nothing written); reads only the shard's user buckets of each day."""
+    inputs = resolve_inputs(storage, settings, dt)
+    events = inputs.frame("events", EVENT_COLUMNS, shard=(shard, shards))
     interactions = weigh_interactions(events, settings.interaction_weights)
     X = shard_inputs(interactions, inputs, settings)
     medoids, stats = compute_medoids(interactions, X, dt, settings.user_medoids)
+    return medoids, stats, inputs
+
+
+def run_part(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None, shard: int
+             ) -> dict[str, Any]:
+    """Compute one shard's medoids (embedded, or all users on Spark) and commit the shard's dataset for ``dt``."""
+    settings = _settings(settings, params)
+    shards = shard_count(settings)
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} out of range 0..{shards - 1}")
+    if settings.user_medoids.engine == "spark":
+        from recsys_notify.user_medoids.spark import compute_spark
+
+        medoids, stats, inputs = compute_spark(storage, settings, dt)
+    else:
+        medoids, stats, inputs = compute_shard(storage, settings, dt, shard, shards)
     meta = {"stats": stats.__dict__, "params": run_params(settings), "shard": shard, "shards": shards,
-            "inputs": inputs.lineage()}
+            "engine": settings.user_medoids.engine, "inputs": inputs.lineage()}
     storage.write(user_medoid_shard(shard, shards).name, dt, medoids, metadata=meta)
     return {"shard": shard, "shards": shards, "users": stats.users, "medoids": stats.medoids}
 
@@ -79,7 +107,7 @@ def finish(storage: Storage, settings: Settings, dt: date, params: dict[str, Any
     import mlflow
 
     settings = _settings(settings, params)
-    shards = settings.user_medoids.shards
+    shards = shard_count(settings)
     inputs = resolve(storage, {
         **{f"shard_{s}": day(user_medoid_shard(s, shards), dt) for s in range(shards)},
         "events": window(EVENTS, dt, settings.user_medoids.window_days),
@@ -103,7 +131,7 @@ def finish(storage: Storage, settings: Settings, dt: date, params: dict[str, Any
         tracking.log_lineage(inputs)
         metrics = _metrics(medoids, stats)
         if inputs["truth_users"].partitions:
-            metrics.update({f"eval_{k}": v for k, v in _evaluate(inputs, medoids, settings).items()})
+            metrics.update({f"eval_{k}": v for k, v in _evaluate(inputs, medoids, settings, shards).items()})
         mlflow.log_metrics(metrics)
         _size_plot(stats)
     summary = {**{k: v for k, v in stats.__dict__.items() if k != "size_hist"},
@@ -131,10 +159,11 @@ def _metrics(medoids: pd.DataFrame, stats: MedoidStats) -> dict[str, float]:
     return metrics
 
 
-def _evaluate(inputs: Inputs, medoids: pd.DataFrame, settings: Settings) -> dict[str, float]:
-    """Synthetic-truth topic coverage of the first ``EVAL_USERS`` users with medoids."""
-    users = np.sort(medoids["user_id"].unique())[:EVAL_USERS]
-    events = inputs.frame("events", EVENT_COLUMNS)
+def _evaluate(inputs: Inputs, medoids: pd.DataFrame, settings: Settings, shards: int) -> dict[str, float]:
+    """Synthetic-truth topic coverage of the first ``EVAL_USERS`` users with medoids of shard 0 (one shard read)."""
+    users = medoids["user_id"].unique()
+    users = np.sort(users[user_slot(users, shards) == 0])[:EVAL_USERS]
+    events = inputs.frame("events", EVENT_COLUMNS, shard=(0, shards))
     interactions = weigh_interactions(events[events["user_id"].isin(users)], settings.interaction_weights)
     return evaluation.evaluate(medoids, interactions, inputs.dimension("truth_users"),
                                inputs.dimension("truth_items"), settings.user_medoids.max_medoids)
