@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.spark_session import spark  # noqa: F401  (one local Spark session for every parity test)
+
 REPO = Path(__file__).resolve().parents[1]
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="recsys-airflow-"))
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)

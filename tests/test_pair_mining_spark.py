@@ -2,46 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-import shutil
 from datetime import date
 
 import pytest
 
-pytest.importorskip("pyspark")
-if shutil.which("java") is None:
-    pytest.skip("pyspark needs a Java 17 runtime (.ci/run installs openjdk-17)", allow_module_level=True)
-
-from recsys_notify.core.config import PairMiningSettings  # noqa: E402
-from recsys_notify.core.sql_engine import open_engine  # noqa: E402
-from recsys_notify.core.storage import Storage  # noqa: E402
-from recsys_notify.pair_mining.step import compute_pairs  # noqa: E402
-from recsys_notify.synthetic import GeneratorConfig, generate  # noqa: E402
+from recsys_notify.core.config import PairMiningSettings
+from recsys_notify.core.sql_engine import open_engine
+from recsys_notify.core.storage import Storage
+from recsys_notify.pair_mining.step import compute_pairs
+from recsys_notify.synthetic import GeneratorConfig, generate
+from tests.spark_session import SPARK_CONF
 
 END = date(2026, 11, 14)
-SPARK_CONF = {
-    "spark.sql.shuffle.partitions": "4",
-    "spark.default.parallelism": "2",
-    "spark.ui.enabled": "false",
-    "spark.ui.showConsoleProgress": "false",
-    "spark.sql.adaptive.enabled": "false",
-    "spark.sql.codegen.wholeStage": "false",  # compiling code costs more than it saves on tiny data
-    "spark.driver.memory": "1g",
-}
-
-
-@pytest.fixture(scope="module")
-def spark():
-    from pyspark.sql import SparkSession
-
-    builder = SparkSession.builder.master("local[2]").appName("recsys-notify-tests")
-    for key, value in SPARK_CONF.items():
-        builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-    logging.getLogger("py4j").setLevel(logging.WARNING)  # its __del__ logs after pytest closed the streams
 
 
 @pytest.fixture(scope="module")

@@ -2,50 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-import os
-import shutil
-import sys
 from datetime import date
 
 import pandas as pd
 import pytest
 
-pytest.importorskip("pyspark")
-if shutil.which("java") is None:
-    pytest.skip("pyspark needs a Java 17 runtime (.ci/run installs openjdk-17)", allow_module_level=True)
-
-from recsys_notify.core.config import Settings  # noqa: E402
-from recsys_notify.core.storage import Storage  # noqa: E402
-from recsys_notify.synthetic import GeneratorConfig, generate  # noqa: E402
-from recsys_notify.user_medoids import step  # noqa: E402
-from recsys_notify.user_medoids.spark import compute_spark  # noqa: E402
+from recsys_notify.core.config import Settings
+from recsys_notify.core.storage import Storage
+from recsys_notify.synthetic import GeneratorConfig, generate
+from recsys_notify.user_medoids import step
+from recsys_notify.user_medoids.spark import compute_spark
+from tests.spark_session import SPARK_CONF
 
 END = date(2026, 11, 14)
-SPARK_CONF = {
-    "spark.sql.shuffle.partitions": "4",
-    "spark.default.parallelism": "2",
-    "spark.ui.enabled": "false",
-    "spark.ui.showConsoleProgress": "false",
-    "spark.sql.adaptive.enabled": "false",
-    "spark.sql.codegen.wholeStage": "false",
-    "spark.driver.memory": "1g",
-}
-
-
-@pytest.fixture(scope="module")
-def spark():
-    from pyspark.sql import SparkSession
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Python workers need this venv's pandas
-    builder = SparkSession.builder.master("local[2]").appName("recsys-notify-tests")
-    for key, value in SPARK_CONF.items():
-        builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="module")
