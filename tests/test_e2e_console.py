@@ -4,11 +4,13 @@ One refresh of a small world is computed in-process; Airflow (api-server, schedu
 serves the plugin page and runs the global_medoids triggers the page sends. The flow is what an ops person
 does: log in, open the page, replace cluster N's representative, watch the run succeed and the page show
 the new representative and its override, try an invalid item and read the message, revoke the override.
-Screenshots go to docs/img/ (embedded in docs/operations.md). Select with ``pytest -m e2e``.
+Its screenshots are the ones in docs/operations.md: ``RECSYS_SCREENSHOTS=1`` writes them to docs/img/ (else to a
+temporary folder, so a test run leaves the tree clean). Select with ``pytest -m e2e``.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import date
 from pathlib import Path
 
@@ -82,13 +84,14 @@ def test_console_needs_login_and_unknown_conf_is_refused(stack):
     assert len(stack.runs("global_medoids")) == before
 
 
-def test_replace_invalid_item_and_revoke_in_the_browser(stack, page, data_root):
+def test_replace_invalid_item_and_revoke_in_the_browser(stack, page, data_root, tmp_path):
     from playwright.sync_api import expect
 
     from recsys_notify.core.storage import Storage
 
     storage = Storage(str(data_root))
-    IMG.mkdir(exist_ok=True)
+    img = IMG if os.environ.get("RECSYS_SCREENSHOTS") == "1" else tmp_path
+    img.mkdir(exist_ok=True)
     page.goto(f"{stack.url}/recsys-console/")  # not logged in: the page sends us to Airflow's login
     page.wait_for_selector("input[type=password]")
     page.locator("input:not([type=password])").first.fill("admin")
@@ -98,7 +101,7 @@ def test_replace_invalid_item_and_revoke_in_the_browser(stack, page, data_root):
     page.goto(f"{stack.url}/recsys-console/")
     expect(page.locator("#user")).to_have_text("signed in as admin")
     expect(page.locator("tr.cluster").first).to_be_visible()
-    page.screenshot(path=str(IMG / "console-clusters.png"), full_page=True)
+    page.screenshot(path=str(img / "console-clusters.png"), full_page=True)
 
     reps = storage.read("global_medoids", DAY)
     star = reps[reps["language"] == "*"].sort_values("cluster_size", ascending=False).iloc[0]
@@ -119,7 +122,7 @@ def test_replace_invalid_item_and_revoke_in_the_browser(stack, page, data_root):
     expect(override).to_have_count(1)
     expect(override).to_contain_text("admin")
     expect(page.locator("#reps .card[data-language='*']")).to_contain_text(f"#{item}")
-    page.screenshot(path=str(IMG / "console-override.png"), full_page=True)
+    page.screenshot(path=str(img / "console-override.png"), full_page=True)
 
     audit = storage.read("overrides", DAY)
     assert audit[["action", "cluster_id", "item_id", "requested_by", "reason"]].values.tolist() == [
@@ -131,7 +134,7 @@ def test_replace_invalid_item_and_revoke_in_the_browser(stack, page, data_root):
     page.fill("#f-item", "987654321")
     page.click("#do-replace")
     expect(page.locator("#message.error")).to_contain_text("item 987654321 does not exist")
-    page.screenshot(path=str(IMG / "console-invalid.png"), full_page=True)
+    page.screenshot(path=str(img / "console-invalid.png"), full_page=True)
     assert len(stack.runs("global_medoids")) == runs  # refused on the page: no run was created
 
     oid = audit["override_id"].iloc[0]
@@ -151,4 +154,4 @@ def test_replace_invalid_item_and_revoke_in_the_browser(stack, page, data_root):
     tab = page.get_by_role("tab", name="Clusters").or_(page.get_by_role("link", name="Clusters"))
     tab.first.click()
     expect(page.frame_locator("iframe").first.locator("tr.cluster").first).to_be_visible(timeout=60_000)
-    page.screenshot(path=str(IMG / "console-dag-tab.png"))
+    page.screenshot(path=str(img / "console-dag-tab.png"))
