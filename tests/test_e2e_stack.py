@@ -273,9 +273,11 @@ def test_ops_override_is_in_the_newest_partition(chain_runs, stack, storage):
     members = members[(members["cluster_id"] == row["cluster_id"]) & (members["item_id"] != row["item_id"])]
     new_item = int(members.sort_values("distance")["item_id"].iloc[-1])
     conf = {"replace_representatives": [{"cluster_id": int(row["cluster_id"]), "item_id": new_item, "language": "*"}],
-            "reason": "e2e: campaign item", "requested_by": "ops"}
+            "reason": "e2e: campaign item"}  # requested_by is not a conf key: the triggering user is
     stack.run(USER_MEDOIDS, iso(END))
     stack.run(GLOBAL_MEDOIDS, iso(END), conf)
+    audit = storage.read("overrides", END)
+    assert audit[audit["item_id"] == new_item]["requested_by"].tolist() == ["admin"]
 
     assert max(storage.dates("global_medoids")) == END
     after = storage.read("global_medoids", END)
