@@ -95,6 +95,8 @@ def test_cluster_detail(client):
     assert len(star) == 1 and star[0]["caption"] and star[0]["image"].endswith(f"{star[0]['item_id']}.jpg")
     assert {r["language"] for r in detail["representatives"]} == {"*", *detail["languages"]}
     assert detail["templates"] and all("{" not in t["title"] + t["body"] for t in detail["templates"])
+    languages = {r["language"] for r in detail["representatives"]}
+    assert {t["language"] for t in detail["templates"] if t["source"] != "ops"} <= languages  # pushes it can send
     distances = [m["distance"] for m in detail["members"]]
     assert distances == sorted(distances) and len(distances) == min(8, detail["member_count"])
     assert client.get("/api/clusters/999999").status_code == 404

@@ -147,11 +147,13 @@ def cluster_detail(refresh: Refresh, cluster_id: int) -> dict[str, Any] | None:
         reps.append({**item, "item_language": item["language"], "language": str(r["language"]),
                      "source": str(r["source"]), "override_id": _none(r["override_id"]),
                      "language_items": int(r["language_items"])})
-    star = next(r for r in reps if r["language"] == "*")
-    templates = []
+    by_language = {r["language"]: r for r in reps}
+    templates = []  # the pushes this cluster can send: its languages' templates and any ops one
     for t in refresh.templates[refresh.templates["cluster_id"] == cluster_id].to_dict("records"):
+        if t["language"] not in by_language and t["source"] != "ops":
+            continue
         t["keywords"] = list(t["keywords"]) if t["keywords"] is not None else []
-        title, body = render(t, star)
+        title, body = render(t, by_language.get(t["language"], by_language["*"]))
         templates.append({"template_id": t["template_id"], "language": t["language"], "source": t["source"],
                           "title": title, "body": body})
     members = refresh.members[refresh.members["cluster_id"] == cluster_id].sort_values(["distance", "item_id"])
