@@ -229,6 +229,22 @@ def test_override_for_an_earlier_date_repairs_later_refreshes(refreshed):
     assert storage.read("overrides", past_expiry)["run_id"].tolist() == ["manual__x"]
 
 
+def test_repair_is_never_skipped_by_the_drift_trigger(refreshed):
+    """In drift mode a calm later refresh is skipped, but a repair re-materialises one that exists."""
+    storage, settings = refreshed
+    gm.run(storage, settings, DAY)
+    later = DAY + timedelta(days=3)
+    gm.run(storage, settings, later)
+    _, pick, _ = _two_items(storage, 2)
+    drift = load_settings(environ={"RECSYS__DATA_ROOT": str(storage.root), "RECSYS__GLOBAL_MEDOIDS__K": "12",
+                                   "RECSYS__GLOBAL_MEDOIDS__TRIGGER": "drift"})
+    request = {"replace_representatives": [{"cluster_id": 2, "item_id": pick}], "reason": "campaign",
+               "requested_by": "ana", "run_id": "manual__y"}
+    assert gm.run(storage, drift, DAY + timedelta(days=1), request).summary["repaired_dates"] == [later.isoformat()]
+    reps = storage.read("global_medoids", later).set_index(["cluster_id", "language"])
+    assert (reps.loc[(2, "*"), "item_id"], reps.loc[(2, "*"), "source"]) == (pick, "override")
+
+
 def test_covered_later_dates():
     days = [DAY + timedelta(days=i) for i in (0, 3, 7, 14)]
     block = OverrideParams(block_items=[1], reason="x", requested_by="y", expires=DAY + timedelta(days=3))

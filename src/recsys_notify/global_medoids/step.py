@@ -127,7 +127,7 @@ def run(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] |
     result = _refresh(storage, settings, dt, request)
     repaired = []
     for later in covered_later_dates(storage.dates(GLOBAL_MEDOIDS.name), dt, request):
-        _refresh(storage, settings, later, OverrideParams(run_id=f"{request.run_id}:repair"))
+        _refresh(storage, settings, later, OverrideParams(run_id=f"{request.run_id}:repair"), repair=True)
         repaired.append(later.isoformat())
     result.summary["repaired_dates"] = repaired
     return result
@@ -142,8 +142,12 @@ def covered_later_dates(refreshed: list[date], dt: date, request: OverrideParams
     return [] if request.empty else [d for d in sorted(refreshed) if d > dt]
 
 
-def _refresh(storage: Storage, settings: Settings, dt: date, request: OverrideParams) -> StepResult:
-    """One refresh of ``dt`` with ``request`` applied (validated before anything is written)."""
+def _refresh(storage: Storage, settings: Settings, dt: date, request: OverrideParams,
+             repair: bool = False) -> StepResult:
+    """One refresh of ``dt`` with ``request`` applied (validated before anything is written).
+
+    A ``repair`` re-materialises a refresh that exists, so the drift trigger never skips it.
+    """
     cfg = settings.global_medoids
     ops_templates = load_ops_templates(resolve_path(cfg.templates_path))
     phrases = load_phrases(resolve_path(cfg.phrases_path))
@@ -159,7 +163,7 @@ def _refresh(storage: Storage, settings: Settings, dt: date, request: OverridePa
     ovr.validate(request, dt, catalog[["item_id", "language"]], ovr.active(hist, dt))
     prev_day, prev_ids, prev_centroids = _previous(inputs)
     drift: dict[str, float] = {}
-    if cfg.trigger == "drift" and prev_day is not None:
+    if cfg.trigger == "drift" and prev_day is not None and not repair:
         drift = _drift(inputs, settings, prev_centroids)
         calm = drift["uncovered_growth"] <= cfg.drift_max_uncovered and drift["assignment_churn"] <= cfg.drift_max_churn
         if calm and request.empty:  # an ops request always refreshes: its overrides must ship
