@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.spark_session import spark  # noqa: F401  (one local Spark session for every parity test)
+from tests.spark_session import spark  # noqa: F401  (the Spark parity tests' session, one per module)
 
 REPO = Path(__file__).resolve().parents[1]
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="recsys-airflow-"))

@@ -1,4 +1,4 @@
-"""One small local Spark session shared by the parity tests (skipped without pyspark or a Java 17 runtime)."""
+"""The parity tests' small local Spark session (skipped without pyspark or a Java 17 runtime)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ SPARK_CONF = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def spark():
+    """Stopped when its module ends: a live session makes later MLflow clients query it through py4j."""
     pytest.importorskip("pyspark")
     if shutil.which("java") is None:
         pytest.skip("pyspark needs a Java 17 runtime (.ci/run installs openjdk-17)")
