@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+SQLITE_LOCK_RETRIES = 10
 TERMINAL = {"success", "failed"}
 # A task in these states means the run will not succeed on this try (DAG retries wait minutes): stop early.
 TASK_FAILED = {"failed", "up_for_retry", "upstream_failed"}
@@ -74,7 +75,11 @@ class AirflowApi:
 
     def api(self, method: str, path: str, expect: int | None = 200, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token()}"}
-        resp = httpx.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=60, **kwargs)
+        for _ in range(SQLITE_LOCK_RETRIES):  # the SQLite metadata DB refuses a write while the scheduler holds it
+            resp = httpx.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=60, **kwargs)
+            if not (resp.status_code == 503 and "Database is locked" in resp.text):
+                break
+            time.sleep(2)
         if expect is not None and resp.status_code != expect:
             raise AssertionError(f"{method} {path} -> {resp.status_code}: {resp.text}")
         return resp
