@@ -22,13 +22,14 @@ from recsys_notify.core.buckets import DEFAULT_BUCKETS, bucketed
 from recsys_notify.core.datasets import LANGUAGES, QUARANTINE, RAW, ContractError
 from recsys_notify.core.inputs import as_of, resolve
 from recsys_notify.core.storage import Storage, as_date
+from recsys_notify.core.text import BIDI
 
 EMBEDDING_DIM = 128
 MAX_COMPLETION = 1.5  # above this the watch time is a clock-skew artefact, not a rewatch
 MAX_DURATION_S = 86_400.0  # one day: a longer video or watch is a unit error (ms, µs) upstream
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # C0/C1 controls (NUL, ESC, CR, LF, ...) and bidi overrides/isolates/marks: they would render into pushes
-_UNSAFE_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_TEXT = re.compile("[\x00-\x1f\x7f-\x9f" + "".join(sorted(BIDI)) + "]")
 DERIVED = {"events": ["completion", "bucket"]}  # computed at ingest, not part of the input contract
 _KINDS = {"int64": "int64", "float64": "float64", "bool": "bool", "string": "str",
           "timestamp[us, UTC]": "datetime64[us, UTC]", f"list<float32>[{EMBEDDING_DIM}]": "embedding"}
