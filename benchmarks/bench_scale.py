@@ -7,7 +7,8 @@ events bucketed by user), then every step runs in fresh processes so its wall ti
 * ``user_medoids``: ``--shards`` tasks (default ``--workers``) on ``--workers`` processes in parallel
   (mapped tasks on that many workers, each reading only its buckets), then ``finish`` (combine,
   MLflow); peak RSS = the largest process;
-* ``global_medoids`` and ``notifications``: the step's ``run`` (one process);
+* ``notifications``: ``prepare`` (item popularity), ``--shards`` tasks on ``--workers`` processes, ``finish``;
+* ``global_medoids``: the step's ``run`` (one process);
 * ``pair_mining_duckdb`` / ``pair_mining_spark``: ``compute_pairs`` on DuckDB and on Spark
   ``local[--workers]`` over the same events.
 
@@ -59,6 +60,7 @@ def _settings(root: str, days: int, workers: int, shards: int | None = None) -> 
     settings = Settings(data_root=root)
     settings.user_medoids.window_days = days
     settings.user_medoids.shards = shards or workers
+    settings.notifications.shards = shards or workers
     settings.pair_mining.window_days = days
     settings.pair_mining.spark_master = f"local[{workers}]"
     settings.pair_mining.spark_conf = {**SPARK_CONF, "spark.sql.shuffle.partitions": str(4 * workers)}
@@ -118,14 +120,15 @@ def step_part(name: str, root: str, days: int, workers: int, part: int | None = 
     storage, settings = Storage(root), _settings(root, days, workers, shards)
     t = _start()
     extra: dict[str, Any] = {}
-    if name == "user_medoids_part":
-        extra = user_medoids.run_part(storage, settings, END, None, part)
-    elif name == "user_medoids_finish":
-        extra = user_medoids.finish(storage, settings, END).summary
+    steps = {"user_medoids": user_medoids, "notifications": notifications}
+    if name.endswith("_prepare"):
+        extra = steps[name.removesuffix("_prepare")].prepare(storage, settings, END)
+    elif name.endswith("_part"):
+        extra = steps[name.removesuffix("_part")].run_part(storage, settings, END, None, part)
+    elif name.endswith("_finish"):
+        extra = steps[name.removesuffix("_finish")].finish(storage, settings, END).summary
     elif name == "global_medoids":
         extra = global_medoids.run(storage, settings, END).summary
-    elif name == "notifications":
-        extra = notifications.run(storage, settings, END).summary
     elif name.startswith("pair_mining_"):
         cfg = settings.pair_mining
         with open_engine(name.removeprefix("pair_mining_"), spark_master=cfg.spark_master,  # type: ignore[arg-type]
@@ -171,17 +174,23 @@ def _fresh(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
         return pool.submit(fn, *args).result()
 
 
-def user_medoids(root: str, days: int, workers: int, shards: int) -> dict[str, Any]:
-    """``shards`` tasks on ``workers`` processes (fresh per task), then finish; wall = the whole, CPU = the sum."""
+def sharded(step: str, root: str, days: int, workers: int, shards: int) -> dict[str, Any]:
+    """``prepare`` (if the step has one), ``shards`` tasks on ``workers`` processes (fresh per task), ``finish``.
+
+    Wall = the whole; CPU = the sum of every task's; peak RSS = the largest task's.
+    """
     t = time.perf_counter()
+    tasks = [_fresh(step_part, f"{step}_prepare", root, days, workers, None, shards)] if step == "notifications" else []
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
-        parts = list(pool.map(step_part, ["user_medoids_part"] * shards, [root] * shards, [days] * shards,
+        parts = list(pool.map(step_part, [f"{step}_part"] * shards, [root] * shards, [days] * shards,
                               [workers] * shards, range(shards), [shards] * shards))
-    done = _fresh(step_part, "user_medoids_finish", root, days, workers, None, shards)
-    return {"wall_s": time.perf_counter() - t, "cpu_s": sum(p["cpu_s"] for p in parts) + done["cpu_s"],
-            "peak_rss_gb": max([p["peak_rss_gb"] for p in parts] + [done["peak_rss_gb"]]),
-            "shards_wall_s": max(p["wall_s"] for p in parts), "finish_wall_s": done["wall_s"],
-            "users": done["users"], "medoids": done["medoids"]}
+    done = _fresh(step_part, f"{step}_finish", root, days, workers, None, shards)
+    tasks += [*parts, done]
+    return {**{k: v for k, v in done.items() if k not in ("wall_s", "cpu_s", "peak_rss_gb")},
+            "wall_s": time.perf_counter() - t, "cpu_s": sum(p["cpu_s"] for p in tasks),
+            "peak_rss_gb": max(p["peak_rss_gb"] for p in tasks), "shards_wall_s": max(p["wall_s"] for p in parts),
+            "finish_wall_s": done["wall_s"], "prepare_wall_s": tasks[0]["wall_s"] if len(tasks) > len(parts) + 1
+            else 0.0}
 
 
 def exponent(users: list[int], walls: list[float]) -> float:
@@ -194,7 +203,8 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000, 3_000_000])
     parser.add_argument("--days", type=int, default=7, help="days generated = every step's window")
     parser.add_argument("--workers", type=int, default=2, help="user-medoid shards in parallel; Spark local[N]")
-    parser.add_argument("--shards", type=int, help="user-medoid shards (default: --workers); more bound memory")
+    parser.add_argument("--shards", type=int, help="user-medoid and notification shards (default: --workers); "
+                        "more bound memory")
     parser.add_argument("--steps", nargs="+", default=STEPS, choices=STEPS)
     parser.add_argument("--baseline-users", type=int, default=2000, help="users in the notifications loop baseline")
     parser.add_argument("--global-items", type=int, default=1_000_000, help="0 skips the sklearn comparison")
@@ -214,8 +224,8 @@ def main() -> int:
             for step in STEPS:
                 if step not in args.steps or (step == "notifications" and "global_medoids" not in size):
                     continue
-                if step == "user_medoids":
-                    out = user_medoids(root, args.days, args.workers, args.shards or args.workers)
+                if step in ("user_medoids", "notifications"):
+                    out = sharded(step, root, args.days, args.workers, args.shards or args.workers)
                 else:
                     out = _fresh(step_part, step, root, args.days, args.workers)
                 size[step] = out

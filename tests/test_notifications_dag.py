@@ -34,7 +34,10 @@ def test_dag_runs_and_logs_evaluation_to_mlflow(world, airflow_db):
     outbox = world.read("outbox", DT)
     assert outbox["user_id"].is_unique and 0.1 < outbox["holdout"].mean() < 0.3
 
-    result = next(ti for ti in dr.get_task_instances() if ti.task_id == "run").xcom_pull(task_ids="run")
+    tis = dr.get_task_instances()
+    shards = sorted(ti.map_index for ti in tis if ti.task_id == "select_shard")
+    assert shards == list(range(get_settings().notifications.shards)) and len(shards) > 1
+    result = next(ti for ti in tis if ti.task_id == "combine").xcom_pull(task_ids="combine")
     mlflow.set_tracking_uri(get_settings().tracking_uri)
     run = mlflow.get_run(result["mlflow_run_id"])
     assert run.info.experiment_id == result["mlflow_experiment_id"]

@@ -10,6 +10,9 @@ writes each file sorted by bucket with one Parquet row group per bucket (see
 * ``n`` is a multiple of ``B``: it reads bucket ``s mod B`` (1/B) and keeps its users in memory;
 * otherwise it reads the buckets ``b mod g == s mod g`` with ``g = gcd(n, B)`` and keeps its users.
 
+Per-user step outputs (user medoids, outbox, delivery log and feedback) are written the same way
+(:func:`by_user`), so a notification shard reads only its users' rows of them too.
+
 Partitions written before bucketing (no ``bucket`` column) need no migration: they are read whole
 and filtered by the same hash (same rows, the cost of a full scan); rewriting such a day through
 ``recsys-notify ingest`` buckets it.
@@ -17,11 +20,12 @@ and filtered by the same hash (same rows, the cost of a full scan); rewriting su
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from math import gcd
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from recsys_notify.core.hashing import splitmix64
@@ -49,12 +53,37 @@ def bucketed(table: pa.Table, buckets: int) -> pa.Table:
     return table.take(order).append_column(BUCKET, pa.array(bucket[order]))
 
 
+def by_user(data: pd.DataFrame | pa.Table, buckets: int) -> tuple[pa.Table, dict[str, int]]:
+    """A per-user output laid out like events (bucket column, one row group per bucket) and its manifest metadata.
+
+    Readers of per-user datasets (user medoids, delivery logs) then read one shard's rows like events.
+    """
+    table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+    return bucketed(table, buckets), {"buckets": buckets}
+
+
 def shard_buckets(shard: int, shards: int, buckets: int) -> list[int]:
     """The buckets holding shard ``shard`` of ``shards`` (every user of the shard is in one of them)."""
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} out of range 0..{shards - 1}")
     g = gcd(shards, buckets)
     return [b for b in range(buckets) if b % g == shard % g]
+
+
+STREAM_GROUPS = 8  # bucket groups a whole-partition scan reads one at a time
+
+
+def iter_bucket_groups(storage: Storage, partition: Partition, columns: Sequence[str]) -> Iterator[pa.Table]:
+    """Every row of ``partition`` (``columns``), one group of buckets at a time, so a scan of all users holds
+    ``1 / gcd(B, 8)`` of the day (the whole day for a partition written before bucketing)."""
+    buckets = int(partition.metadata.get("buckets") or 0)
+    if BUCKET not in partition.columns or not buckets:
+        yield storage.read_partition(partition, list(columns))
+        return
+    groups = gcd(buckets, STREAM_GROUPS)
+    for g in range(groups):
+        yield storage.read_partition(partition, list(columns),
+                                     filters=[(BUCKET, "in", [b for b in range(buckets) if b % groups == g])])
 
 
 def read_shard(storage: Storage, partition: Partition, columns: Sequence[str] | None, shard: int,

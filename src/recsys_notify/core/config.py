@@ -231,8 +231,10 @@ class NotificationSettings(_Strict):
     """transparent score: boost of a brand-new item"""
     use_champion: bool = True
     """rank with the registry's two-tower champion when one exists"""
+    shards: int = Field(4, ge=1, le=1024)
+    """user-hash shards (one mapped task each, reading only their users' buckets); the outbox does not depend on it"""
     shard_users: int = Field(100_000, ge=1)
-    """users scored per batch (bounds memory)"""
+    """users scored per batch inside a shard (bounds memory)"""
     thumbnail_uri: str = "s3://recsys-media/thumbnails/{item_id}.jpg"
     """image URI pattern ({item_id} is replaced)"""
 
@@ -335,7 +337,8 @@ class Settings(_Strict):
     mlflow_tracking_uri: str | None = None
     mlflow_artifact_root: str | None = None
     mlflow_ui_url: str = "http://127.0.0.1:5000"  # where people open MLflow (Airflow "MLflow run" links)
-    # user buckets per events partition at ingest (core/buckets.py); shard counts that divide it read exactly
+    # user buckets per events partition at ingest and per user-keyed step output (core/buckets.py);
+    # shard counts that divide it read exactly their rows
     event_buckets: int = Field(64, ge=1, le=4096)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     interaction_weights: InteractionWeights = Field(default_factory=InteractionWeights)

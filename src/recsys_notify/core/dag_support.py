@@ -236,6 +236,11 @@ def run_step(step: str, context: Mapping[str, Any], skip_missing: bool = False) 
     return _published(step, context, _call(step, context, "run", skip_missing=skip_missing))
 
 
+def prepare_step(step: str, context: Mapping[str, Any], skip_missing: bool = False) -> dict[str, Any]:
+    """What every part of a sharded step shares, computed once before them (notifications: item popularity)."""
+    return dict(_call(step, context, "prepare", skip_missing=skip_missing))
+
+
 def step_parts(step: str, context: Mapping[str, Any]) -> list[Any]:
     """The parts (shards, experiments) a sharded step maps over."""
     return list(_call(step, context, "parts"))

@@ -162,6 +162,10 @@ DELIVERY_LOG = _ds("delivery_log", "notifications", "daily", {
     "user_id": "int64", "date": "date32", "item_id": "int64", "cluster_id": "int64", "template_id": "string",
     "source": "string", "model_version": "string", "holdout": "bool", "status": "string",
 }, "one row per (user, date) queued or held out")
+ITEM_POPULARITY = _ds("item_popularity", "notifications", "daily", {
+    "item_id": "int64", "positives": "int64",
+}, "positive interactions per item over notifications.popularity_days ending on the date: the one input every "
+   "notification shard shares, counted once per run before the shards")
 DELIVERY_FEEDBACK = _ds("delivery_feedback", "notifications", "daily", {
     "user_id": "int64", "item_id": "int64", "sent_date": "date32", "engaged": "bool", "delivered": "bool",
     "opened": "bool", "played": "bool",
@@ -172,7 +176,7 @@ CATALOGUE: dict[str, Dataset] = {d.name: d for d in (
     EVENTS, ITEMS, USERS, EVENTS_QUARANTINE, ITEMS_QUARANTINE, USERS_QUARANTINE, TRUTH_ITEMS, TRUTH_USERS,
     FRAMES, FRAMES_QUARANTINE, TRUTH_FRAMES,
     PAIR_INTERACTIONS, PAIR_ITEMS, PAIR_ITEMS_QUARANTINE, PAIRS, GEM_EMBEDDINGS, USER_MEDOIDS, GLOBAL_CLUSTERS,
-    GLOBAL_MEDOIDS, TEMPLATES, OVERRIDES, OUTBOX, DELIVERY_LOG, DELIVERY_FEEDBACK,
+    GLOBAL_MEDOIDS, TEMPLATES, OVERRIDES, ITEM_POPULARITY, OUTBOX, DELIVERY_LOG, DELIVERY_FEEDBACK,
 )}
 RAW = {"events": EVENTS, "items": ITEMS, "users": USERS, "frames": FRAMES}
 QUARANTINE = {"events": EVENTS_QUARANTINE, "items": ITEMS_QUARANTINE, "users": USERS_QUARANTINE,
@@ -190,10 +194,17 @@ def arrow_schema(dataset: Dataset, columns: list[str] | None = None) -> Any:
     return pa.schema([(c, getattr(pa, _ARROW[dataset.schema[c]])()) for c in names])
 
 
+SHARD_INFIX = "_shard_"
+
+
+def shard_of(dataset: Dataset, shard: int, shards: int) -> Dataset:
+    """One shard's partial of ``dataset`` (a dataset per shard lets shards commit independently)."""
+    return _ds(f"{dataset.name}{SHARD_INFIX}{shard:03d}_of_{shards:03d}", dataset.producer, "daily", dataset.schema,
+               f"{dataset.name} of shard {shard} of {shards}, combined into {dataset.name}")
+
+
 def user_medoid_shard(shard: int, shards: int) -> Dataset:
-    """One user-medoid shard's partial output (a dataset per shard lets shards commit independently)."""
-    return _ds(f"user_medoids_shard_{shard:03d}_of_{shards:03d}", "user_medoids", "daily", USER_MEDOIDS.schema,
-               f"user medoids of shard {shard} of {shards}, combined into user_medoids")
+    return shard_of(USER_MEDOIDS, shard, shards)
 
 
 def produced_by(step: str) -> list[Dataset]:
@@ -205,6 +216,7 @@ def lookup(name: str) -> Dataset:
     """The catalogue entry of ``name`` (shard partials included)."""
     if name in CATALOGUE:
         return CATALOGUE[name]
-    if name.startswith("user_medoids_shard_"):
-        return _ds(name, "user_medoids", "daily", USER_MEDOIDS.schema, "user medoid shard partial")
+    base = name.split(SHARD_INFIX)[0]
+    if SHARD_INFIX in name and base in CATALOGUE:
+        return _ds(name, CATALOGUE[base].producer, "daily", CATALOGUE[base].schema, f"{base} shard partial")
     raise KeyError(f"unknown dataset {name!r}; known: {', '.join(CATALOGUE)}")

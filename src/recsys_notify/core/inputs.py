@@ -165,16 +165,17 @@ class Inputs(Mapping[str, Resolved]):
               ) -> pd.DataFrame:
         return self.table(role, columns, shard).to_pandas()
 
-    def dimension(self, role: str, columns: list[str] | None = None, dt_column: str | None = None) -> pd.DataFrame:
+    def dimension(self, role: str, columns: list[str] | None = None, dt_column: str | None = None,
+                  shard: tuple[int, int] | None = None) -> pd.DataFrame:
         """Rows as of the date: an id listed in several partitions takes the newest partition's row.
 
         Rows stay in partition order (the row kept is the newest one, at its position); ``dt_column``
-        adds the date of the partition each row came from.
+        adds the date of the partition each row came from; ``shard`` keeps one shard of users (a user dimension).
         """
         key = list(self[role].dataset.key)
         wanted = None if columns is None else list(dict.fromkeys(key + list(columns)))
         tables = []
-        for p, table in self.tables(role, wanted):
+        for p, table in self.tables(role, wanted, shard):
             if dt_column:
                 table = table.append_column(dt_column, pa.array([p.dt] * table.num_rows, pa.date32()))
             tables.append(table)

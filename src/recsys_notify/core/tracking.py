@@ -131,12 +131,18 @@ def _param(value: Any) -> Any:
 
 def log_lineage(inputs: Inputs) -> None:
     """Record every partition the run read (``mlflow.log_input``, context = its role) and the list as JSON."""
+    log_records(inputs.lineage())
+
+
+def log_records(records: list[dict[str, Any]]) -> None:
+    """:func:`log_lineage` of :meth:`Inputs.lineage` records (e.g. collected from a step's shards)."""
     import mlflow
     import pandas as pd
 
-    records = inputs.lineage()
+    from recsys_notify.core.datasets import lookup
+
     for rec in records:
-        columns = inputs[rec["role"]].dataset.columns
+        columns = lookup(rec["dataset"]).columns
         with warnings.catch_warnings():  # MLflow registers its local artifact source twice and warns on every path
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
             ds = mlflow.data.from_pandas(pd.DataFrame({c: [] for c in columns}), source=rec["uri"],

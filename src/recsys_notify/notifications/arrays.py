@@ -8,6 +8,7 @@ date), events of the history window ending on ``dt``, delivery logs and feedback
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -54,6 +55,26 @@ class Tables:
     delivery_feedback: list[pd.DataFrame]
     frames: pd.DataFrame | None = None  # optional keyframes as of dt
     content: tuple[np.ndarray, np.ndarray] | None = None  # content vectors when ``vectors`` are not content
+    # item_id, positives of every user (item_popularity); None: counted from ``events`` (all users read)
+    popularity: pd.DataFrame | None = None
+
+
+def positive(table: pa.Table, cfg: NotificationSettings) -> np.ndarray:
+    """Positive views of an events table with engagement columns: completed, liked or shared."""
+    return (table.column("completion").to_numpy() > cfg.positive_completion) \
+        | table.column("liked").to_numpy(zero_copy_only=False) | table.column("shared").to_numpy(zero_copy_only=False)
+
+
+def count_positives(tables: Iterable[pa.Table], cfg: NotificationSettings) -> pd.DataFrame:
+    """Positive views per item (``item_id``, ``positives``) over ``tables``, read one at a time."""
+    ids, counts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for table in tables:
+        item, n = np.unique(table.column("item_id").to_numpy()[positive(table, cfg)], return_counts=True)
+        ids.append(item.astype(np.int64))
+        counts.append(n.astype(np.int64))
+    item, inverse = np.unique(np.concatenate(ids), return_inverse=True)
+    return pd.DataFrame({"item_id": item, "positives": np.bincount(inverse, np.concatenate(counts),
+                                                                    len(item)).astype(np.int64)})
 
 
 def event_columns(age: int, cfg: NotificationSettings) -> list[str]:
@@ -175,11 +196,8 @@ def events_arrays(tables: list[tuple[int, pa.Table]], cfg: NotificationSettings,
         n = int(ok.sum())
         pos, played = np.zeros(n, bool), np.zeros(n, bool)
         if "completion" in t.column_names:
-            completion = t.column("completion").to_numpy()
-            pos = ((completion > cfg.positive_completion)
-                   | t.column("liked").to_numpy(zero_copy_only=False)
-                   | t.column("shared").to_numpy(zero_copy_only=False))[ok]
-            played = (completion >= cfg.played_completion)[ok]
+            pos = positive(t, cfg)[ok]
+            played = (t.column("completion").to_numpy() >= cfg.played_completion)[ok]
         ts = (t.column("ts").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()[ok] if age == 0
               else np.zeros(n, np.int64))
         parts.append(Events(u[ok], i[ok], np.full(n, age, np.int16), ts, pos, played))
@@ -202,10 +220,14 @@ def _catalogue(items: pd.DataFrame, vectors_of: tuple[np.ndarray, np.ndarray], d
     return Catalogue(ids, lang, languages, vectors, age, zeros, zeros, items, index)
 
 
-def _set_popularity(cat: Catalogue, events: Events, cfg: NotificationSettings) -> None:
+def _set_popularity(cat: Catalogue, tables: Tables, cfg: NotificationSettings) -> None:
     """Popularity = positive interactions in the last ``popularity_days``; prior = log(2 + pop) x freshness."""
-    recent = events.positive & (events.age < cfg.popularity_days)
-    cat.pop = np.bincount(events.item[recent], minlength=len(cat.item_ids)).astype(np.float64)
+    popularity = tables.popularity
+    if popularity is None:
+        popularity = count_positives((t for age, t in tables.events if age < cfg.popularity_days), cfg)
+    pos, known = cat.index.find(popularity["item_id"])
+    cat.pop = np.zeros(len(cat.item_ids))
+    cat.pop[pos[known]] = popularity["positives"].to_numpy(np.float64)[known]
     cat.prior = np.log(2.0 + cat.pop) * (1.0 + cfg.freshness_boost * np.exp(-cat.age_days / cfg.freshness_days))
 
 
@@ -228,7 +250,7 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
     # a user's language that no item has means "no language filter" (-1), like a missing one
     user_lang = pd.Categorical(user_lang_str, categories=cat.languages).codes.astype(np.int16)
     events = events_arrays(tables.events, cfg, uindex, cat.index)
-    _set_popularity(cat, events, cfg)
+    _set_popularity(cat, tables, cfg)
 
     # seeds: long-term medoids (importance normalised per user) + optional short-term positives of dt
     imp = medoids["importance"].to_numpy(np.float64)
@@ -282,7 +304,8 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
               "history_events": int((events.age < cfg.history_days).sum())}
     return Arrays(dt, cat, user_ids, user_lang, seeds_df, *clusters, templates, excluded, allowed, sent_counts,
                   yesterday, today_watched, today_played, counts, user_lang_str,
-                  *_frames(tables, cat), dominant_creators(events, cat, len(user_ids), cfg))
+                  *_frames(tables, cat),
+                  dominant_creators(events, cat, len(user_ids), cfg) if cfg.creator_affinity else None)
 
 
 MIN_CREATOR_POSITIVES = 3

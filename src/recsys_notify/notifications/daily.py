@@ -74,11 +74,45 @@ def notify(inputs: Arrays, settings: Settings, ranker: Any, version: str,
         "notifications": int((~outbox["holdout"]).sum()), "holdout": int(outbox["holdout"].sum()),
         "sources": {SOURCES[k]: v for k, v in sorted(Counter(choice.source.tolist()).items())},
         "median_candidates": float(np.median(choice.candidates)) if len(choice.candidates) else 0.0,
+        "candidates_hist": np.bincount(choice.candidates.astype(np.int64)).tolist(),
         **text,
         "feedback_delivered": len(sent), "feedback_opened": int(opened.sum()), "feedback_played": int(played.sum()),
         "feedback_opened_not_played": int((opened & ~played).sum()),
     }
     return Day(outbox, delivery_log(outbox), feedback(sent, opened, played, inputs.dt - timedelta(days=1)), stats, ci)
+
+
+SHARED_COUNTS = ("items", "blocked_items")  # the same catalogue in every shard: not summed
+
+
+def combine_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stats of one run from its shards' :func:`notify` stats: counts summed, the median recomputed."""
+    out: dict[str, Any] = dict(parts[0])
+    for part in parts[1:]:
+        for key, value in part.items():
+            if key == "sources":
+                out[key] = {k: out[key].get(k, 0) + value.get(k, 0) for k in {*out[key], *value}}
+            elif key == "candidates_hist":
+                a, b = out[key], value
+                out[key] = [x + y for x, y in zip(a + [0] * (len(b) - len(a)), b + [0] * (len(a) - len(b)))]
+            elif isinstance(value, int) and not isinstance(value, bool) and key not in SHARED_COUNTS:
+                out[key] = out.get(key, 0) + value
+            elif key not in out:
+                out[key] = value
+    hist = np.asarray(out["candidates_hist"], dtype=np.int64)
+    out["median_candidates"] = median_of_hist(hist)
+    out["sources"] = dict(sorted(out["sources"].items()))
+    return out
+
+
+def median_of_hist(hist: np.ndarray) -> float:
+    """The median of the values a histogram (counts of 0, 1, 2, ...) describes, as ``np.median`` gives it."""
+    n = int(hist.sum())
+    if n == 0:
+        return 0.0
+    cum = np.cumsum(hist)
+    lo, hi = np.searchsorted(cum, (n - 1) // 2, "right"), np.searchsorted(cum, n // 2, "right")
+    return (lo + hi) / 2.0
 
 
 def message_languages(inputs: Arrays, choice: Choice) -> tuple[np.ndarray, np.ndarray]:

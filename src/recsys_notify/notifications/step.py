@@ -1,11 +1,17 @@
-"""The notifications step: one message per eligible user for the run date.
+"""The notifications step: one message per eligible user for the run date, sharded by user hash.
 
-Resolves, once at the start: user medoids of ``dt``; one global-medoid refresh (the newest on or
-before ``dt``: its medoids, clusters, templates and overrides, all of that same date); items, users
-and item vectors as of ``dt``; the history window of events; delivery logs and feedback of earlier
-dates (so rerunning a date reproduces the same outbox); the champion's feature window; and the
-events of ``dt + 1`` when they exist, for evaluation. Writes ``outbox``, ``delivery_log`` and
-``delivery_feedback`` of ``dt`` as one commit and logs counts, evaluation and lineage to MLflow.
+Resolves, once at the start of each task: user medoids of ``dt``; one global-medoid refresh (the
+newest on or before ``dt``: its medoids, clusters, templates and overrides, all of that same date);
+items, users and item vectors as of ``dt``; the history window of events; delivery logs and
+feedback of earlier dates (so rerunning a date reproduces the same outbox); the champion's feature
+window; and the events of ``dt + 1`` when they exist, for evaluation.
+
+:func:`prepare` counts item popularity once (``item_popularity``, the one input every user shares,
+streamed bucket group by bucket group); :func:`run_part` chooses the messages of one shard of users,
+reading only their buckets of events, user medoids and delivery history, and commits the shard's
+partial outbox and feedback; :func:`finish` writes ``outbox``, ``delivery_log`` and
+``delivery_feedback`` of ``dt`` as one commit and logs counts, evaluation and lineage to MLflow;
+:func:`run` does all of it in one process (the CLI). The outbox does not depend on the shard count.
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 
 from recsys_notify.core import tracking
-from recsys_notify.core.config import Settings, resolve_path
+from recsys_notify.core.buckets import by_user, iter_bucket_groups, read_shard
+from recsys_notify.core.config import NotificationSettings, Settings, resolve_path
 from recsys_notify.core.datasets import (
     DELIVERY_FEEDBACK,
     DELIVERY_LOG,
@@ -25,24 +34,28 @@ from recsys_notify.core.datasets import (
     FRAMES,
     GLOBAL_CLUSTERS,
     GLOBAL_MEDOIDS,
+    ITEM_POPULARITY,
     ITEMS,
     OUTBOX,
     OVERRIDES,
     TEMPLATES,
     USER_MEDOIDS,
     USERS,
+    shard_of,
 )
 from recsys_notify.core.embeddings import VECTORS, item_vectors, vectors_request
 from recsys_notify.core.inputs import Inputs, as_of, between, day, newest, resolve, window
 from recsys_notify.core.step import StepResult, parse_params
-from recsys_notify.core.storage import Storage
+from recsys_notify.core.storage import Partition, Storage
 from recsys_notify.core.templates import load_phrases
 from recsys_notify.notifications import arrays
-from recsys_notify.notifications.daily import notify
-from recsys_notify.notifications.evaluation import evaluate
+from recsys_notify.notifications.daily import combine_stats, notify
+from recsys_notify.notifications.delivery import delivery_log
+from recsys_notify.notifications.evaluation import hit_counts, outbox_metrics, rates
 from recsys_notify.notifications.ranking import TRANSPARENT_VERSION
 
 NAME = "notifications"
+EXECUTION = {"shards", "shard_users"}  # how the work is split: the outbox does not depend on them
 CHAMPION = "champion"
 log = logging.getLogger(__name__)
 
@@ -56,8 +69,24 @@ def load_champion(settings: Settings) -> Any:
     return load(settings)
 
 
-def resolve_inputs(storage: Storage, settings: Settings, dt: date, champion: Any = None) -> Inputs:
-    """Everything one run reads; the refresh's tables are pinned to the date of its global medoids."""
+def _settings(settings: Settings, params: dict[str, Any] | None) -> Settings:
+    return parse_params(settings, NAME, params)[0]
+
+
+def run_params(settings: Settings) -> dict[str, Any]:
+    """What a shard's output depends on (every shard of one date must agree)."""
+    return {**settings.notifications.model_dump(exclude=EXECUTION), "embedding_source": settings.embedding.source,
+            "trimmed_dim": settings.embedding.trimmed_dim}
+
+
+def popularity_params(cfg: NotificationSettings) -> dict[str, Any]:
+    """What ``item_popularity`` depends on (checked by every shard that reads it)."""
+    return {"popularity_days": cfg.popularity_days, "positive_completion": cfg.positive_completion}
+
+
+def resolve_inputs(storage: Storage, settings: Settings, dt: date, champion: Any = None,
+                   popularity: bool = False) -> Inputs:
+    """Everything one task reads; the refresh's tables are pinned to the date of its global medoids."""
     cfg = settings.notifications
     refresh = resolve(storage, {"global_medoids": newest(GLOBAL_MEDOIDS, dt)})
     refresh_dt = refresh["global_medoids"].dates[0]
@@ -78,69 +107,167 @@ def resolve_inputs(storage: Storage, settings: Settings, dt: date, champion: Any
         "next_day": day(EVENTS, dt + timedelta(days=1), required=False),
         "frames": as_of(FRAMES, dt, required=False),
     }
+    if popularity:
+        requests["item_popularity"] = day(ITEM_POPULARITY, dt)
     if champion is not None:
         requests |= champion.requests(dt)
     return resolve(storage, requests)
 
 
-def read_tables(inputs: Inputs, settings: Settings, dt: date) -> arrays.Tables:
-    """Read the resolved partitions, each with only the columns it is used for."""
+def read_tables(inputs: Inputs, settings: Settings, dt: date, shard: tuple[int, int] | None = None) -> arrays.Tables:
+    """Read the resolved partitions, each with only the columns it is used for.
+
+    ``shard=(s, n)``: the per-user inputs hold only the users of shard ``s`` of ``n`` (read from their
+    buckets) and popularity comes from ``item_popularity``; without it everything is read.
+    """
     cfg, cols = settings.notifications, arrays.COLUMNS
-    events = [((dt - p.dt).days, table) for p, table in
-              ((p, inputs.storage.read_partition(p, arrays.event_columns((dt - p.dt).days, cfg)))
-               for p in inputs["events"].partitions)]
+    def events_of(p: Partition) -> pa.Table:
+        columns = arrays.event_columns((dt - p.dt).days, cfg)
+        return inputs.storage.read_partition(p, columns) if shard is None else read_shard(inputs.storage, p, columns,
+                                                                                          *shard)
+
+    events = [((dt - p.dt).days, events_of(p)) for p in inputs["events"].partitions]
     return arrays.Tables(
-        user_medoids=inputs.frame("user_medoids", cols["user_medoids"]),
+        user_medoids=inputs.frame("user_medoids", cols["user_medoids"], shard),
         global_medoids=inputs.frame("global_medoids", cols["global_medoids"]),
         global_clusters=inputs.frame("global_clusters", cols["global_clusters"]),
         templates=inputs.frame("templates", cols["templates"]),
         overrides=inputs.frame("overrides", cols["overrides"]) if inputs["overrides"].partitions else None,
         items=inputs.dimension("items", cols["items"]),
         vectors=item_vectors(inputs, settings.embedding.source, settings.embedding.trimmed_dim),
-        users=inputs.dimension("users", cols["users"]),
+        users=inputs.dimension("users", cols["users"], shard=shard),
         events=events,
         delivery_log=[((dt - p.dt).days, t.to_pandas())
-                      for p, t in inputs.tables("delivery_log", cols["delivery_log"])],
-        delivery_feedback=[t.to_pandas() for _, t in inputs.tables("delivery_feedback", cols["delivery_feedback"])],
+                      for p, t in inputs.tables("delivery_log", cols["delivery_log"], shard)],
+        delivery_feedback=[t.to_pandas() for _, t in inputs.tables("delivery_feedback", cols["delivery_feedback"],
+                                                                   shard)],
         frames=inputs.dimension("frames", cols["frames"]) if inputs["frames"].partitions else None,
         content=None if settings.embedding.source == "content" or not inputs["frames"].partitions
         else item_vectors(inputs, "content", settings.embedding.trimmed_dim, role="items"),
+        popularity=inputs.frame("item_popularity") if shard is not None else None,
     )
 
 
-def run(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None = None) -> StepResult:
-    """Choose, render and write the day's notifications; evaluate on ``dt + 1`` when it exists; track the run."""
-    import mlflow
+def parts(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None = None) -> list[int]:
+    return list(range(_settings(settings, params).notifications.shards))
 
-    settings, _ = parse_params(settings, NAME, params)
+
+def prepare(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Check that every input of ``dt`` is there, then commit ``item_popularity`` of ``dt`` (before the shards).
+
+    Popularity reads only the engagement columns of the popularity days, one group of buckets at a time.
+    """
+    settings = _settings(settings, params)
     cfg = settings.notifications
+    inputs = resolve_inputs(storage, settings, dt)
+    recent = [p for p in inputs["events"].partitions if (dt - p.dt).days < cfg.popularity_days]
+    columns = ["item_id", "completion", "liked", "shared"]
+    counts = arrays.count_positives((t for p in recent for t in iter_bucket_groups(storage, p, columns)), cfg)
+    storage.write(ITEM_POPULARITY.name, dt, counts,
+                  metadata={"params": popularity_params(cfg), "inputs": [r for r in inputs.lineage()
+                                                                         if r["role"] == "events"]})
+    return {"items": len(counts), "positives": int(counts["positives"].sum())}
+
+
+def run_part(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None, shard: int
+             ) -> dict[str, Any]:
+    """Choose and render the messages of one shard of users; commit the shard's partial outbox and feedback."""
+    settings = _settings(settings, params)
+    cfg = settings.notifications
+    if not 0 <= shard < cfg.shards:
+        raise ValueError(f"shard {shard} out of range 0..{cfg.shards - 1}")
     phrases = load_phrases(resolve_path(settings.global_medoids.phrases_path))
     champion = load_champion(settings)
-    inputs = resolve_inputs(storage, settings, dt, champion)
-    dense = arrays.build(read_tables(inputs, settings, dt), settings, dt)
+    inputs = resolve_inputs(storage, settings, dt, champion, popularity=True)
+    counted = inputs["item_popularity"].partitions[0].metadata.get("params")
+    if counted != popularity_params(cfg):
+        raise ValueError(f"item_popularity of {dt} was counted with {counted}, this run uses "
+                         f"{popularity_params(cfg)}: rerun the whole run (its prepare task first)")
+    dense = arrays.build(read_tables(inputs, settings, dt, (shard, cfg.shards)), settings, dt)
     ranker = champion.bind(inputs) if champion is not None else None
     version = f"two_tower:{champion.version}" if champion is not None else TRANSPARENT_VERSION
     result = notify(dense, settings, ranker, version, phrases)
-    next_day = inputs.frame("next_day", ["user_id", "item_id", "completion", "liked"]) \
-        if cfg.evaluate and inputs["next_day"].partitions else None
-    metrics = evaluate(dense, result.index, result.outbox, next_day, cfg)
-    stats = {**result.stats, "lineage": inputs.summary()}
+    evaluated = cfg.evaluate and bool(inputs["next_day"].partitions) and not result.outbox.empty
+    hits = hit_counts(dense, result.index, result.outbox,
+                      inputs.frame("next_day", ["user_id", "item_id", "completion", "liked"], (shard, cfg.shards)),
+                      cfg) if evaluated else None
+    meta = {"stats": result.stats, "hits": hits, "clusters": len(dense.cluster_ids), "params": run_params(settings),
+            "model_version": version, "shard": shard, "shards": cfg.shards, "inputs": inputs.lineage()}
+    storage.write_many(dt, {shard_of(OUTBOX, shard, cfg.shards).name: result.outbox,
+                            shard_of(DELIVERY_FEEDBACK, shard, cfg.shards).name: result.feedback}, meta)
+    return {"shard": shard, "shards": cfg.shards, "notifications": result.stats["notifications"]}
+
+
+def finish(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None = None,
+           part_results: list[dict[str, Any]] | None = None) -> StepResult:
+    """Commit ``outbox``, ``delivery_log`` and ``delivery_feedback`` of ``dt`` from every shard; track the run."""
+    import mlflow
+
+    settings = _settings(settings, params)
+    cfg = settings.notifications
+    n = cfg.shards
+    inputs = resolve(storage, {
+        **{f"outbox_{s}": day(shard_of(OUTBOX, s, n), dt) for s in range(n)},
+        **{f"feedback_{s}": day(shard_of(DELIVERY_FEEDBACK, s, n), dt) for s in range(n)},
+    })
+    metas = [inputs[f"outbox_{s}"].partitions[0].metadata for s in range(n)]
+    expected = run_params(settings)
+    for s, meta in enumerate(metas):
+        if meta.get("params") != expected or meta.get("model_version") != metas[0]["model_version"]:
+            raise ValueError(f"shard {s} of {dt} was computed with other parameters or another model than shard 0; "
+                             "rerun all shards")
+    read = [r for meta in metas for r in meta["inputs"]]
+    if len({(r["dataset"], r["dt"], r["version"]) for r in read if r["role"] == "item_popularity"}) != 1:
+        raise ValueError(f"the shards of {dt} read different item_popularity versions; rerun all shards")
+    outbox = _combined(inputs, "outbox", n, ["user_id"])
+    feedback = _combined(inputs, "feedback", n, ["user_id", "item_id"])
+    version = metas[0]["model_version"]
+    stats = combine_stats([m["stats"] for m in metas])
+    hits = [m["hits"] for m in metas if m["hits"] is not None]
+    metrics = outbox_metrics(outbox, metas[0]["clusters"], bool(hits))
+    metrics |= rates({k: sum(h[k] for h in hits) for k in hits[0]}) if hits else {"evaluated_users": 0}
+    lineage = list({(r["role"], r["dataset"], r["dt"]): r for r in read}.values())
+    stats = {**{k: v for k, v in stats.items() if k != "candidates_hist"}, "shards": n,
+             "lineage": _lineage_summary(lineage)}
+    layout = {"buckets": settings.event_buckets}
     with tracking.tracked_run(cfg.experiment, f"{NAME}-{dt}",
                               params={**cfg.model_dump(), "embedding_source": settings.embedding.source,
                                       "model_version": version},
                               tags={"dt": dt.isoformat(), "step": NAME}, settings=settings) as active:
-        written = storage.write_many(dt, {OUTBOX.name: result.outbox, DELIVERY_LOG.name: result.delivery_log,
-                                          DELIVERY_FEEDBACK.name: result.feedback},
-                                     {"model_version": version}, {OUTBOX.name: stats})
-        tracking.log_lineage(inputs)
-        numeric = {k: float(v) for k, v in {**result.stats, **metrics}.items()
+        written = storage.write_many(dt, {OUTBOX.name: by_user(outbox, settings.event_buckets)[0],
+                                          DELIVERY_LOG.name: by_user(delivery_log(outbox), settings.event_buckets)[0],
+                                          DELIVERY_FEEDBACK.name: by_user(feedback, settings.event_buckets)[0]},
+                                     {"model_version": version, **layout}, {OUTBOX.name: stats})
+        tracking.log_records(lineage)
+        numeric = {k: float(v) for k, v in {**stats, **metrics}.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
-        rows = max(len(result.outbox), 1)  # language, text fallback and image source as shares of the outbox
+        rows = max(len(outbox), 1)  # language, text fallback and image source as shares of the outbox
         numeric |= {f"share_{k}": v / rows for k, v in numeric.items()
                     if k.startswith(("text_", "language_", "frame_", "creator_boosted"))}
         mlflow.log_metrics(numeric)
         mlflow.log_dict({"stats": stats, "metrics": metrics}, "notifications.json")
-    log.info("notifications %s: %s", dt, result.stats)
-    summary = {**result.stats, **{k: v for k, v in metrics.items() if not isinstance(v, float) or np.isfinite(v)}}
-    return StepResult(NAME, dt, {k: w.rows for k, w in written.items()}, summary, inputs.summary(),
+    log.info("notifications %s: %s", dt, stats)
+    summary = {**{k: v for k, v in stats.items() if k != "lineage"},
+               **{k: v for k, v in metrics.items() if not isinstance(v, float) or np.isfinite(v)}}
+    return StepResult(NAME, dt, {k: w.rows for k, w in written.items()}, summary, stats["lineage"],
                       **tracking.run_ids(active))
+
+
+def run(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None = None) -> StepResult:
+    """Popularity, every shard, then the combined outputs, in this process (the DAG maps shards over workers)."""
+    prepare(storage, settings, dt, params)
+    results = [run_part(storage, settings, dt, params, shard) for shard in parts(storage, settings, dt, params)]
+    return finish(storage, settings, dt, params, results)
+
+
+def _combined(inputs: Inputs, role: str, shards: int, order: list[str]) -> pd.DataFrame:
+    frames = [inputs.frame(f"{role}_{s}") for s in range(shards)]
+    return pd.concat(frames, ignore_index=True).sort_values(order, kind="stable").reset_index(drop=True)
+
+
+def _lineage_summary(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Role -> partition dates read, like :meth:`Inputs.summary` (shards read the same partitions)."""
+    out: dict[str, list[str]] = {}
+    for r in records:
+        out.setdefault(r["role"], []).append(r["dt"])
+    return {role: sorted(set(dates)) for role, dates in out.items()}

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_notify.core import tracking
-from recsys_notify.core.buckets import user_slot
+from recsys_notify.core.buckets import by_user, user_slot
 from recsys_notify.core.config import Settings
 from recsys_notify.core.datasets import EVENTS, TRUTH_ITEMS, TRUTH_USERS, USER_MEDOIDS, user_medoid_shard
 from recsys_notify.core.embeddings import VECTORS, item_vectors, l2_normalize, vectors_request
@@ -126,8 +126,9 @@ def finish(storage: Storage, settings: Settings, dt: date, params: dict[str, Any
                               "cluster_size": "int64", "rank": "int64"})
     with tracking.tracked_run(NAME, f"{NAME} {dt}", params={**expected, "shards": shards, "date": dt},
                               tags={"dt": dt.isoformat(), "step": NAME}, settings=settings) as active:
-        written = storage.write(USER_MEDOIDS.name, dt, medoids,
-                                metadata={"stats": stats.__dict__, "params": expected, "shards": shards})
+        table, layout = by_user(medoids, settings.event_buckets)  # notification shards read only their buckets
+        written = storage.write(USER_MEDOIDS.name, dt, table,
+                                metadata={"stats": stats.__dict__, "params": expected, "shards": shards, **layout})
         tracking.log_lineage(inputs)
         metrics = _metrics(medoids, stats)
         if inputs["truth_users"].partitions:
