@@ -202,6 +202,18 @@ def cosine_medoid_scores(group: np.ndarray, X: np.ndarray, n_groups: int) -> np.
     return np.einsum("ij,ij->i", X.astype(np.float64), sums[group])
 
 
+def grouped_order(group: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """``np.lexsort((key, group))`` (by group, then key, then row) as two plain sorts, several times faster.
+
+    The stable rank of ``key`` breaks ties by row, so ``group * n + rank`` is unique and one
+    unstable argsort of it gives the same order.
+    """
+    n = len(key)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(key, kind="stable")] = np.arange(n)
+    return np.argsort(group.astype(np.int64) * n + rank)
+
+
 def rank_within(groups_sorted: np.ndarray) -> np.ndarray:
     """0-based position of each element inside its run of equal values (input already sorted)."""
     n = len(groups_sorted)
