@@ -205,12 +205,16 @@ def cosine_medoid_scores(group: np.ndarray, X: np.ndarray, n_groups: int) -> np.
 def grouped_order(group: np.ndarray, key: np.ndarray) -> np.ndarray:
     """``np.lexsort((key, group))`` (by group, then key, then row) as two plain sorts, several times faster.
 
-    The stable rank of ``key`` breaks ties by row, so ``group * n + rank`` is unique and one
-    unstable argsort of it gives the same order.
+    The rank of ``key`` (ties by row: a stable sort, needed only when some keys are equal or NaN)
+    makes ``group * n + rank`` unique, so one unstable argsort of it gives the same order.
     """
     n = len(key)
+    by_key = np.argsort(key)
+    ordered = key[by_key]
+    if (ordered[1:] == ordered[:-1]).any() or np.isnan(ordered[-1:]).any():
+        by_key = np.argsort(key, kind="stable")
     rank = np.empty(n, dtype=np.int64)
-    rank[np.argsort(key, kind="stable")] = np.arange(n)
+    rank[by_key] = np.arange(n)
     return np.argsort(group.astype(np.int64) * n + rank)
 
 
