@@ -1,12 +1,15 @@
 """Batched per-user clustering: many small DBSCANs at once, without a Python loop per user.
 
 Rows are grouped by user (``starts``/``sizes`` index a matrix of L2-normalised vectors). Users
-are bucketed by padded size (powers of two); each bucket is processed in chunks with one batched
-matmul giving every user's cosine-similarity matrix. Core points, core-core edges and the
-border -> nearest-core edge of every user go into one sparse graph whose connected components
-are the clusters (users never share an edge, so components never cross users). Noise points
-(neither core nor next to a core) end up as singleton components: we keep them as their own
-clusters instead of dropping them, so a rare one-off interest can still earn a medoid slot.
+are bucketed by padded size (ratio 2**0.25); each bucket is processed in chunks with one batched
+matmul giving every user's cosine-similarity matrix. A cluster is a connected component of the
+core points' neighbour graph plus each border point joined to its most similar core. Dense
+neighbour graphs have O(n^2) edges, so components are not found from every edge: each core point
+first links to its first core neighbour (a forest, rooted at each tree's first row, found on the
+dense matrices), and only the few neighbour pairs that cross two trees go to a sparse graph.
+Users never share an edge, so components never cross users. Noise points (neither core nor next
+to a core) end up as singleton components: we keep them as their own clusters instead of
+dropping them, so a rare one-off interest can still earn a medoid slot.
 """
 
 from __future__ import annotations
@@ -14,48 +17,43 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from threadpoolctl import threadpool_limits
 
 BIG_USER = 4096  # above this many items a user is processed alone in row blocks
 ROW_BLOCK = 2048
 
 
 def dbscan_components(starts: np.ndarray, sizes: np.ndarray, X: np.ndarray, eps: float, min_samples: int,
-                      budget: int = 1 << 23) -> tuple[np.ndarray, np.ndarray]:
+                      budget: int = 1 << 21) -> tuple[np.ndarray, np.ndarray]:
     """DBSCAN (cosine metric, ``dist <= eps``) for every user; returns ``(component, core)`` per row.
 
     ``X`` must be L2-normalised float32 with each user's rows contiguous at ``starts``.
-    ``component`` holds a label unique across users; border points join their most similar core.
-    Components are found per chunk of users (a chunk's graph is all its users' edges), so edges
-    never accumulate beyond one chunk: heavy users make O(n^2) of them.
+    ``component`` is the first row of each row's cluster (so a user's clusters are ordered by
+    their first row); border points join their most similar core. ``budget`` bounds the
+    similarity entries of one chunk of users (small enough to stay in cache).
+    BLAS runs on one thread: the products are small, extra threads would spin, not help.
     """
-    n = len(X)
     threshold = np.float32(1.0 - eps)
-    component = np.zeros(n, dtype=np.int64)
-    core_all = np.zeros(n, dtype=bool)
-    labels = 0
-
-    def label(rows_of: np.ndarray, nodes: int, r: np.ndarray, c: np.ndarray, keep: np.ndarray | None = None) -> None:
-        nonlocal labels
-        graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(nodes, nodes))
-        count, local = connected_components(graph, directed=False)
-        component[rows_of] = (local if keep is None else local[keep]) + labels
-        labels += count
-
+    component = np.arange(len(X), dtype=np.int64)
+    core_all = np.zeros(len(X), dtype=bool)
     padded = _bucket_sizes(sizes)
-    for size in np.unique(padded):
-        users = np.flatnonzero(padded == size)
-        if size > BIG_USER:
-            for u in users:
-                r, c, core = _big_user(X[starts[u]:starts[u] + sizes[u]], threshold, min_samples)
-                label(np.arange(starts[u], starts[u] + sizes[u]), int(sizes[u]), r, c)
-                core_all[starts[u]:starts[u] + sizes[u]] = core
-            continue
-        per_chunk = max(1, budget // int(size * size))
-        for lo in range(0, len(users), per_chunk):
-            chunk = users[lo:lo + per_chunk]
-            r, c, core, idx, valid = _padded_chunk(X, starts[chunk], sizes[chunk], int(size), threshold, min_samples)
-            label(idx[valid], valid.size, r, c, valid.ravel())
-            core_all[idx[valid]] = core[valid]
+    with threadpool_limits(1, "blas"):
+        for size in np.unique(padded):
+            users = np.flatnonzero(padded == size)
+            if size > BIG_USER:
+                for u in users:
+                    rows = slice(starts[u], starts[u] + sizes[u])
+                    first, core_all[rows] = _big_user(X[rows], threshold, min_samples)
+                    component[rows] = first + starts[u]
+                continue
+            per_chunk = max(1, budget // int(size * size))
+            for lo in range(0, len(users), per_chunk):
+                chunk = users[lo:lo + per_chunk]
+                first, core, idx, valid = _padded_chunk(X, starts[chunk], sizes[chunk], int(size), threshold,
+                                                        min_samples)
+                flat_idx = idx.ravel()
+                component[idx[valid]] = flat_idx[first[valid.ravel()]]
+                core_all[idx[valid]] = core[valid]
     return component, core_all
 
 
@@ -67,7 +65,7 @@ def _bucket_sizes(sizes: np.ndarray) -> np.ndarray:
 
 def _padded_chunk(X: np.ndarray, starts: np.ndarray, sizes: np.ndarray, size: int, threshold: np.float32,
                   min_samples: int) -> tuple[np.ndarray, ...]:
-    """Edges (between padded positions ``user * size + row``) and core flags for a chunk of users."""
+    """First padded position (``user * size + row``) of each position's cluster, and core flags, for a chunk."""
     offsets = np.arange(size)
     valid = offsets[None, :] < sizes[:, None]
     idx = np.where(valid, starts[:, None] + offsets[None, :], 0)
@@ -79,23 +77,65 @@ def _padded_chunk(X: np.ndarray, starts: np.ndarray, sizes: np.ndarray, size: in
         adj &= valid[:, :, None]
         adj &= valid[:, None, :]
     core = (adj.sum(axis=2, dtype=np.int32) >= min_samples) & valid
-    core_adj = adj
-    core_adj &= core[:, None, :]
-    # both directions and self loops are harmless for undirected components and cheaper than triu;
-    # flat positions are ~10x faster to find than 3-d indices: flat = (user * size + i) * size + j
-    flat = np.flatnonzero(core_adj & core[:, :, None])
-    rows, cols = [flat // size], [flat // (size * size) * size + flat % size]
-    border = valid & ~core & core_adj.any(axis=2)
+    adj &= core[:, None, :]  # each row's core neighbours (a core row: its edges; a border row: its candidates)
+    first = _core_components(adj, core)
+    bb, bi = np.nonzero(valid & ~core)
+    candidates = adj[bb, bi]
+    border = candidates.any(axis=1)
     if border.any():
-        bb, bi = np.nonzero(border)
-        near = np.where(core_adj[bb, bi], S[bb, bi], -np.inf).argmax(axis=1)
-        rows.append(bb * size + bi)
-        cols.append(bb * size + near)
-    return np.concatenate(rows), np.concatenate(cols), core, idx, valid
+        bb, bi, candidates = bb[border], bi[border], candidates[border]
+        near = np.where(candidates, S[bb, bi], -np.inf).argmax(axis=1)
+        first = _join_borders(first, bb * size + bi, first[bb * size + near])
+    return first, core, idx, valid
 
 
-def _big_user(Xu: np.ndarray, threshold: np.float32, min_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One large user in row blocks (bounded memory): local edges and core flags."""
+def _core_components(adj: np.ndarray, core: np.ndarray) -> np.ndarray:
+    """Per flat position, the first position of its core component (itself when not core).
+
+    ``adj[b, i, j]``: j is a core neighbour of i (rows of non-core points are ignored).
+    """
+    users, size = core.shape
+    own = np.arange(size)
+    adj[:, own, own] |= core  # a core point is its own first candidate, so its parent never comes later
+    parent = np.where(core, adj.argmax(axis=2), own)
+    while True:  # pointer jumping to each tree's root, its first position
+        up = np.take_along_axis(parent, parent, axis=1)
+        if np.array_equal(up, parent):
+            break
+        parent = up
+    root = (parent + (np.arange(users) * size)[:, None]).ravel()
+    crossing = parent[:, :, None] != parent[:, None, :]
+    crossing &= adj
+    flat = np.flatnonzero(crossing)
+    rows = flat // size
+    keep = core.ravel()[rows]
+    if not keep.any():
+        return root
+    rows, cols = rows[keep], (flat // (size * size) * size + flat % size)[keep]
+    return _first_members(root, root[rows], root[cols])
+
+
+def _first_members(node_of: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``node_of`` mapped to the smallest node of its component in the graph of edges ``(r, c)``."""
+    nodes = len(node_of)
+    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(nodes, nodes))
+    _, label = connected_components(graph, directed=False)
+    first = np.full(label.max() + 1, nodes, dtype=np.int64)
+    np.minimum.at(first, label, np.arange(nodes))
+    return first[label][node_of]
+
+
+def _join_borders(first: np.ndarray, border: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Border positions join ``target`` components; a component's first position may now be a border."""
+    lowest = np.arange(len(first))
+    np.minimum.at(lowest, target, border)
+    first = first.copy()
+    first[border] = target
+    return lowest[first]
+
+
+def _big_user(Xu: np.ndarray, threshold: np.float32, min_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """One large user in row blocks (bounded memory): first local row of each row's cluster, core flags."""
     n = len(Xu)
     degree = np.zeros(n, dtype=np.int64)
     for lo in range(0, n, ROW_BLOCK):
@@ -115,7 +155,7 @@ def _big_user(Xu: np.ndarray, threshold: np.float32, min_samples: int) -> tuple[
         if len(bi):
             rows.append(bi + lo)
             cols.append(np.where(adj[bi], S[bi], -np.inf).argmax(axis=1))
-    return np.concatenate(rows), np.concatenate(cols), core
+    return _first_members(np.arange(n), np.concatenate(rows), np.concatenate(cols)), core
 
 
 def hdbscan_components(starts: np.ndarray, sizes: np.ndarray, X: np.ndarray, min_cluster_size: int,
@@ -160,6 +200,22 @@ def cosine_medoid_scores(group: np.ndarray, X: np.ndarray, n_groups: int) -> np.
     """
     sums = segment_sums(group, X, n_groups)
     return np.einsum("ij,ij->i", X.astype(np.float64), sums[group])
+
+
+def grouped_order(group: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """``np.lexsort((key, group))`` (by group, then key, then row) as two plain sorts, several times faster.
+
+    The rank of ``key`` (ties by row: a stable sort, needed only when some keys are equal or NaN)
+    makes ``group * n + rank`` unique, so one unstable argsort of it gives the same order.
+    """
+    n = len(key)
+    by_key = np.argsort(key)
+    ordered = key[by_key]
+    if (ordered[1:] == ordered[:-1]).any() or np.isnan(ordered[-1:]).any():
+        by_key = np.argsort(key, kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_key] = np.arange(n)
+    return np.argsort(group.astype(np.int64) * n + rank)
 
 
 def rank_within(groups_sorted: np.ndarray) -> np.ndarray:

@@ -7,7 +7,6 @@ The weight depends on which engagement kinds the user showed for the item over t
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pandas as pd
 
@@ -15,32 +14,47 @@ from recsys_notify.core.config import InteractionWeights
 
 EVENT_COLUMNS = ["user_id", "item_id", "ts", "completion", "liked", "shared"]
 
-_AGGREGATE_SQL = """
-SELECT user_id, item_id,
-       max(completion) > ? AS full_watch,
-       bool_or(liked) AS liked,
-       bool_or(shared) AS shared,
-       max(ts) AS last_ts,
-       count(*)::BIGINT AS n_events
-FROM events
-GROUP BY user_id, item_id
-ORDER BY user_id, item_id
-"""
-
 
 def weigh_interactions(events: pd.DataFrame, weights: InteractionWeights) -> pd.DataFrame:
-    """One row per (user_id, item_id): engagement flags, ``last_ts``, ``n_events`` and ``weight``."""
-    con = duckdb.connect()
-    try:
-        con.register("events", events[EVENT_COLUMNS])
-        out = con.execute(_AGGREGATE_SQL, [weights.full_watch_completion]).df()
-    finally:
-        con.close()
-    out["weight"] = weight_table(weights)[
-        out["full_watch"].to_numpy(int) * 4 + out["liked"].to_numpy(int) * 2 + out["shared"].to_numpy(int)
-    ]
-    out["last_ts"] = pd.to_datetime(out["last_ts"], utc=True)
-    return out
+    """One row per (user_id, item_id), sorted by both: engagement flags, ``last_ts``, ``n_events`` and ``weight``.
+
+    Events are sorted by pair once and each pair's run reduced in NumPy (no per-group Python);
+    ``full_watch`` is ``max(completion) > full_watch_completion``.
+    """
+    user, item = events["user_id"].to_numpy(np.int64), events["item_id"].to_numpy(np.int64)
+    order = _pair_order(user, item)
+    user, item = user[order], item[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (user[1:] != user[:-1]) | (item[1:] != item[:-1])
+    starts = np.flatnonzero(new)
+    ts = pd.to_datetime(events["ts"], utc=True)
+    stamps = ts.dt.tz_localize(None).to_numpy()
+    if len(starts):
+        full_watch = np.maximum.reduceat(events["completion"].to_numpy(np.float64)[order], starts) \
+            > weights.full_watch_completion
+        liked = np.logical_or.reduceat(events["liked"].to_numpy(bool)[order], starts)
+        shared = np.logical_or.reduceat(events["shared"].to_numpy(bool)[order], starts)
+        last = np.maximum.reduceat(stamps[order].view(np.int64), starts).view(stamps.dtype)
+    else:
+        full_watch = liked = shared = np.zeros(0, dtype=bool)
+        last = stamps[:0]
+    code = full_watch.astype(np.int64) * 4 + liked * 2 + shared
+    return pd.DataFrame({
+        "user_id": user[starts], "item_id": item[starts], "full_watch": full_watch, "liked": liked,
+        "shared": shared, "last_ts": pd.DatetimeIndex(last).tz_localize("UTC"),
+        "n_events": np.diff(np.r_[starts, len(order)]).astype(np.int64), "weight": weight_table(weights)[code],
+    })
+
+
+def _pair_order(user: np.ndarray, item: np.ndarray) -> np.ndarray:
+    """Row order by (user, item): one argsort of a packed key when both ranges fit in 63 bits."""
+    if len(user) == 0:
+        return np.zeros(0, dtype=np.int64)
+    u0, i0 = int(user.min()), int(item.min())
+    span = int(item.max()) - i0 + 1
+    if (int(user.max()) - u0 + 1) * span < 2**63:
+        return np.argsort((user - u0) * span + (item - i0))  # ties: one pair, whose reductions ignore order
+    return np.lexsort((item, user))
 
 
 def weight_table(weights: InteractionWeights) -> np.ndarray:

@@ -16,6 +16,7 @@ Typical use::
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -179,6 +180,32 @@ class DuckDBEngine(SqlEngine):
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
+_LOCAL = re.compile(r"^local(?:\[(\*|\d+)(?:,\s*\d+)?\])?$")
+
+
+def local_defaults(master: str) -> dict[str, str]:
+    """Settings for a ``local[N]`` master (none for a cluster): Spark's defaults are sized for clusters.
+
+    200 shuffle partitions on N cores are 200 tiny tasks per stage, each with its own scheduling and
+    codegen'd setup; 2 per core keep both cores busy with a few large tasks. AQE coalesces what is
+    still small. One JVM holds every cached table, so it gets a driver heap above the 1g default.
+    """
+    match = _LOCAL.match(master.strip())
+    if not match:
+        return {}
+    cores = int(match.group(1)) if match.group(1) not in (None, "*") else (os.cpu_count() or 1)
+    if match.group(1) is None:  # plain "local" is one thread
+        cores = 1
+    return {
+        "spark.sql.shuffle.partitions": str(2 * cores),
+        "spark.default.parallelism": str(cores),
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.adaptive.coalescePartitions.enabled": "true",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.driver.memory": "4g",
+    }
+
+
 class SparkEngine(SqlEngine):
     """PySpark: ``local[*]``, a cluster master, whatever spark-submit set up, or Spark Connect (``remote``)."""
 
@@ -189,11 +216,13 @@ class SparkEngine(SqlEngine):
         from pyspark.sql import SparkSession
 
         builder = SparkSession.builder.appName("recsys-notify")
+        defaults: dict[str, str] = {"spark.sql.session.timeZone": "UTC"}
         if remote:
             builder = builder.remote(remote)
         elif master:
             builder = builder.master(master)
-        for key, value in {"spark.sql.session.timeZone": "UTC", **(conf or {})}.items():
+            defaults |= local_defaults(master)
+        for key, value in {**defaults, **(conf or {})}.items():
             builder = builder.config(key, value)
         self.spark = builder.getOrCreate()
         self._views: list[str] = []

@@ -78,7 +78,7 @@ def with_similarity(pairs: pa.Table, sim: np.ndarray, edges: list[float]) -> pa.
 
 @dataclass
 class Counted:
-    """Phases 1-3 before similarity: outputs so far, the kept pairs (with item positions) and counts."""
+    """Phases 1-3 before similarity: outputs so far, the kept pairs and counts."""
 
     interactions: pa.Table
     items: pa.Table
@@ -137,7 +137,9 @@ def count_pairs(engine: SqlEngine, cfg: PairMiningSettings, window: str) -> Coun
 def attach_similarity(counted: Counted, unit_vectors: np.ndarray, cfg: PairMiningSettings) -> MiningResult:
     """The final pairs: content cosine of each kept pair (``unit_vectors`` aligned with ``counted.items``)."""
     kept = counted.kept
-    sim = content_similarity(unit_vectors, kept.column("position1").to_numpy(), kept.column("position2").to_numpy())
+    item_ids = counted.items.column("item_id").to_numpy()  # sorted and unique; every pair item is among them
+    sim = content_similarity(unit_vectors, np.searchsorted(item_ids, kept.column("item1").to_numpy()),
+                             np.searchsorted(item_ids, kept.column("item2").to_numpy()))
     counts_schema = arrow_schema(PAIRS, ["item1", "item2", "pair_type", "num_clients"])
     pairs = with_similarity(kept.select(counts_schema.names).cast(counts_schema), sim, cfg.similarity_edges)
     stats = dict(counted.stats)

@@ -18,7 +18,13 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from recsys_notify.core.clustering import cosine_medoid_scores, dbscan_components, hdbscan_components, rank_within
+from recsys_notify.core.clustering import (
+    cosine_medoid_scores,
+    dbscan_components,
+    grouped_order,
+    hdbscan_components,
+    rank_within,
+)
 from recsys_notify.core.config import UserMedoidSettings
 from recsys_notify.core.datasets import USER_MEDOIDS
 from recsys_notify.core.hashing import splitmix64
@@ -97,13 +103,14 @@ def compute_medoids(interactions: pd.DataFrame, X: np.ndarray, dt: date,
     uniq, starts, sizes = np.unique(user_ids, return_index=True, return_counts=True)
     keep_user = sizes >= cfg.min_interactions
     stats.users, stats.users_skipped = len(uniq), int((~keep_user).sum())
+    item_ids, weight = interactions["item_id"].to_numpy(np.int64), interactions["weight"].to_numpy(np.float64)
+    last_ts = interactions["last_ts"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]")
     if not keep_user.all():
         row_keep = np.repeat(keep_user, sizes)
-        interactions, X = interactions.loc[row_keep].reset_index(drop=True), X[row_keep]
-    frame = interactions
+        user_ids, item_ids, weight, last_ts, X = (a[row_keep] for a in (user_ids, item_ids, weight, last_ts, X))
     uniq, starts, sizes = uniq[keep_user], np.cumsum(np.r_[0, sizes[keep_user]])[:-1], sizes[keep_user]
-    stats.interactions = len(frame)
-    if len(frame) == 0:
+    stats.interactions = len(user_ids)
+    if len(user_ids) == 0:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c not in ("weight", "importance") else "float64")
                              for c in USER_MEDOIDS.columns}), stats
 
@@ -112,9 +119,7 @@ def compute_medoids(interactions: pd.DataFrame, X: np.ndarray, dt: date,
     else:
         component, clustered = dbscan_components(starts, sizes, X, cfg.eps, cfg.min_samples)
     user_row = np.repeat(np.arange(len(uniq)), sizes)
-    weight = frame["weight"].to_numpy(np.float64)
     day_end = np.datetime64(dt + timedelta(days=1), "us")
-    last_ts = frame["last_ts"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]")
     age_days = (day_end - last_ts).astype(np.float64) / 86_400e6
     decayed = weight * np.exp(-cfg.decay_lambda * np.clip(age_days, 0, None))
 
@@ -135,7 +140,7 @@ def compute_medoids(interactions: pd.DataFrame, X: np.ndarray, dt: date,
     local_id = np.empty(n_clusters, dtype=np.int64)
     local_id[order] = rank_within(cluster_user[order])
 
-    keys = uniform_keys(user_ids=frame["user_id"].to_numpy(), item_ids=frame["item_id"].to_numpy(), day=dt, seed=seed)
+    keys = uniform_keys(user_ids=user_ids, item_ids=item_ids, day=dt, seed=seed)
     if algorithm == "pinnersage":
         score = cosine_medoid_scores(cluster_of_row, X, n_clusters)
         row_order = np.lexsort((-weight, -score, cluster_of_row))
@@ -145,9 +150,9 @@ def compute_medoids(interactions: pd.DataFrame, X: np.ndarray, dt: date,
         quota = pick_cluster.astype(np.int64)
     else:
         sampling_key = np.log(keys) / weight  # Efraimidis-Spirakis: top keys = weighted sample w/o replacement
-        row_order = np.lexsort((-sampling_key, cluster_of_row))
+        row_order = grouped_order(cluster_of_row, -sampling_key)
         quota = allocate_slots(cluster_user, cluster_size, sizes, cfg.max_medoids, tiebreak=cluster_weight)
-    pos_in_cluster = np.empty(len(frame), dtype=np.int64)
+    pos_in_cluster = np.empty(len(user_ids), dtype=np.int64)
     pos_in_cluster[row_order] = rank_within(cluster_of_row[row_order])
     chosen = np.flatnonzero(pos_in_cluster < quota[cluster_of_row])
 
@@ -156,8 +161,8 @@ def compute_medoids(interactions: pd.DataFrame, X: np.ndarray, dt: date,
                                 user_row[chosen]))]  # rank: important clusters first
     chosen_cluster = cluster_of_row[chosen]
     out = pd.DataFrame({
-        "user_id": frame["user_id"].to_numpy(np.int64)[chosen],
-        "item_id": frame["item_id"].to_numpy(np.int64)[chosen],
+        "user_id": user_ids[chosen],
+        "item_id": item_ids[chosen],
         "cluster_id": local_id[chosen_cluster],
         "cluster_size": cluster_size[chosen_cluster].astype(np.int64),
         "weight": weight[chosen],

@@ -66,9 +66,9 @@ def shard_inputs(interactions: pd.DataFrame, inputs: Inputs, settings: Settings)
     """Unit item vectors aligned with ``interactions``' rows."""
     if len(interactions) == 0:
         return np.zeros((0, settings.embedding.trimmed_dim), dtype=np.float32)
-    items = np.unique(interactions["item_id"].to_numpy())
-    ids, matrix = item_vectors(inputs, settings.embedding.source, settings.embedding.trimmed_dim, item_ids=items)
-    return l2_normalize(matrix)[np.searchsorted(ids, interactions["item_id"].to_numpy())]  # ids == sorted items
+    codes, items = pd.factorize(interactions["item_id"].to_numpy(np.int64))  # hashing, no sort
+    _, matrix = item_vectors(inputs, settings.embedding.source, settings.embedding.trimmed_dim, item_ids=items)
+    return l2_normalize(matrix)[codes]  # rows in the order of ``items``
 
 
 def compute_shard(storage: Storage, settings: Settings, dt: date, shard: int, shards: int

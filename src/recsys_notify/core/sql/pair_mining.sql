@@ -151,9 +151,11 @@ SELECT 'positive', count(*), count(CASE WHEN num_clients >= :min_clients THEN 1 
 FROM positive_pair_counts
 
 -- name: pairs
--- Kept pairs with each item's 0-based position in pair_items (item_id order), where its content
--- vector sits for the similarity step.
-WITH kept AS (
+-- Kept pairs by item ids, in output order. Each item's row in pair_items (where its content vector
+-- sits) is found by the caller in the sorted ids: a row_number() over all items would be one
+-- unpartitioned window on Spark.
+SELECT item1, item2, pair_type, num_clients
+FROM (
     SELECT item1, item2, 'negative' AS pair_type, num_clients
     FROM negative_pair_counts
     WHERE num_clients >= :min_clients
@@ -161,16 +163,8 @@ WITH kept AS (
     SELECT item1, item2, 'positive' AS pair_type, num_clients
     FROM positive_pair_counts
     WHERE num_clients >= :min_clients
-), positions AS (
-    SELECT item_id, row_number() OVER (ORDER BY item_id) - 1 AS position
-    FROM interaction_items
-    WHERE known
-)
-SELECT k.item1, k.item2, k.pair_type, k.num_clients, p1.position AS position1, p2.position AS position2
-FROM kept k
-JOIN positions p1 ON k.item1 = p1.item_id
-JOIN positions p2 ON k.item2 = p2.item_id
-ORDER BY k.item1, k.item2, CASE WHEN k.pair_type = 'negative' THEN 0 ELSE 1 END
+) kept
+ORDER BY item1, item2, CASE WHEN pair_type = 'negative' THEN 0 ELSE 1 END
 
 -- name: pair_interactions_sorted
 SELECT * FROM pair_interactions ORDER BY user_id, item_id
