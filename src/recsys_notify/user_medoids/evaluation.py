@@ -15,12 +15,12 @@ import pandas as pd
 def topic_coverage(selected: pd.DataFrame, truth_users: pd.DataFrame, truth_items: pd.DataFrame) -> pd.Series:
     """Weighted coverage per user of ``selected`` (user_id, item_id) rows, indexed by user_id."""
     topics = selected.merge(truth_items[["item_id", "topic"]], on="item_id", how="left")
-    covered = set(zip(topics["user_id"].to_numpy(), topics["topic"].to_numpy()))
+    covered = pd.MultiIndex.from_arrays([topics["user_id"].to_numpy(np.int64), topics["topic"].to_numpy(np.float64)])
     truth = truth_users[truth_users["user_id"].isin(selected["user_id"].unique())]
-    exploded = truth[["user_id", "topics", "topic_weights"]].explode(["topics", "topic_weights"])
-    hit = np.fromiter(((u, t) in covered for u, t in zip(exploded["user_id"], exploded["topics"])), bool,
-                      count=len(exploded))
-    weights = exploded["topic_weights"].astype(float)
+    exploded = truth[["user_id", "topics"]].explode("topics")  # one column at a time: the vectorised explode
+    topic = exploded["topics"].to_numpy(np.float64)
+    hit = pd.MultiIndex.from_arrays([exploded["user_id"].to_numpy(np.int64), topic]).isin(covered) & ~np.isnan(topic)
+    weights = truth["topic_weights"].explode().astype(float)
     return (weights * hit).groupby(exploded["user_id"]).sum() / weights.groupby(exploded["user_id"]).sum()
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from recsys_notify.core import tracking
 from recsys_notify.core.buckets import by_user, user_slot
@@ -121,7 +123,8 @@ def finish(storage: Storage, settings: Settings, dt: date, params: dict[str, Any
             raise ValueError(f"shard {s} of {dt} was computed with other parameters than this run; rerun all shards")
         stats = stats.add(MedoidStats(**meta["stats"]))
     frames = [inputs.frame(f"shard_{s}") for s in range(shards)]
-    medoids = pd.concat(frames, ignore_index=True).sort_values(["user_id", "rank"]).reset_index(drop=True)
+    medoids = pd.concat(frames, ignore_index=True)
+    medoids = medoids.take(_by_user_and_rank(medoids)).reset_index(drop=True)
     medoids = medoids.astype({"user_id": "int64", "item_id": "int64", "cluster_id": "int64",
                               "cluster_size": "int64", "rank": "int64"})
     with tracking.tracked_run(NAME, f"{NAME} {dt}", params={**expected, "shards": shards, "date": dt},
@@ -147,6 +150,20 @@ def run(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] |
     return finish(storage, settings, dt, params, results)
 
 
+def _by_user_and_rank(medoids: pd.DataFrame) -> np.ndarray:
+    """Row order by (user_id, rank) of concatenated shards.
+
+    Each shard is sorted so and a user is in one shard, so a stable sort by user alone (a merge of
+    the shards' sorted runs) gives that order; a full two-key sort runs only if it does not.
+    """
+    user, rank = medoids["user_id"].to_numpy(np.int64), medoids["rank"].to_numpy(np.int64)
+    order = np.argsort(user, kind="stable")
+    u, r = user[order], rank[order]
+    if ((u[1:] == u[:-1]) & (r[1:] <= r[:-1])).any():
+        order = np.lexsort((rank, user))
+    return order
+
+
 def _metrics(medoids: pd.DataFrame, stats: MedoidStats) -> dict[str, float]:
     per_user = medoids.groupby("user_id").size()
     metrics = {k: float(v) for k, v in stats.__dict__.items() if k != "size_hist"}
@@ -164,8 +181,9 @@ def _evaluate(inputs: Inputs, medoids: pd.DataFrame, settings: Settings, shards:
     """Synthetic-truth topic coverage of the first ``EVAL_USERS`` users with medoids of shard 0 (one shard read)."""
     users = medoids["user_id"].unique()
     users = np.sort(users[user_slot(users, shards) == 0])[:EVAL_USERS]
-    events = inputs.frame("events", EVENT_COLUMNS, shard=(0, shards))
-    interactions = weigh_interactions(events[events["user_id"].isin(users)], settings.interaction_weights)
+    events = inputs.table("events", EVENT_COLUMNS, shard=(0, shards))
+    events = events.filter(pc.is_in(events["user_id"], pa.array(users, pa.int64()))).to_pandas()  # before pandas
+    interactions = weigh_interactions(events, settings.interaction_weights)
     return evaluation.evaluate(medoids, interactions, inputs.dimension("truth_users"),
                                inputs.dimension("truth_items"), settings.user_medoids.max_medoids)
 
