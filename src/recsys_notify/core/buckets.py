@@ -83,7 +83,7 @@ def iter_bucket_groups(storage: Storage, partition: Partition, columns: Sequence
     groups = gcd(buckets, STREAM_GROUPS)
     for g in range(groups):
         yield storage.read_partition(partition, list(columns),
-                                     filters=[(BUCKET, "in", [b for b in range(buckets) if b % groups == g])])
+                                     filters=[(BUCKET, "in", shard_buckets(g, groups, buckets))])
 
 
 def read_shard(storage: Storage, partition: Partition, columns: Sequence[str] | None, shard: int,

@@ -193,9 +193,8 @@ def local_defaults(master: str) -> dict[str, str]:
     match = _LOCAL.match(master.strip())
     if not match:
         return {}
-    cores = int(match.group(1)) if match.group(1) not in (None, "*") else (os.cpu_count() or 1)
-    if match.group(1) is None:  # plain "local" is one thread
-        cores = 1
+    threads = match.group(1)  # plain "local" is one thread, "local[*]" one per core
+    cores = 1 if threads is None else (os.cpu_count() or 1) if threads == "*" else int(threads)
     return {
         "spark.sql.shuffle.partitions": str(2 * cores),
         "spark.default.parallelism": str(cores),

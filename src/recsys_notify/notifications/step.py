@@ -229,15 +229,14 @@ def finish(storage: Storage, settings: Settings, dt: date, params: dict[str, Any
     lineage = list({(r["role"], r["dataset"], r["dt"]): r for r in read}.values())
     stats = {**{k: v for k, v in stats.items() if k != "candidates_hist"}, "shards": n,
              "lineage": _lineage_summary(lineage)}
-    layout = {"buckets": settings.event_buckets}
     with tracking.tracked_run(cfg.experiment, f"{NAME}-{dt}",
                               params={**cfg.model_dump(), "embedding_source": settings.embedding.source,
                                       "model_version": version},
                               tags={"dt": dt.isoformat(), "step": NAME}, settings=settings) as active:
-        written = storage.write_many(dt, {OUTBOX.name: by_user(outbox, settings.event_buckets)[0],
-                                          DELIVERY_LOG.name: by_user(delivery_log(outbox), settings.event_buckets)[0],
-                                          DELIVERY_FEEDBACK.name: by_user(feedback, settings.event_buckets)[0]},
-                                     {"model_version": version, **layout}, {OUTBOX.name: stats})
+        frames = {OUTBOX.name: outbox, DELIVERY_LOG.name: delivery_log(outbox), DELIVERY_FEEDBACK.name: feedback}
+        tables = {name: by_user(frame, settings.event_buckets) for name, frame in frames.items()}
+        written = storage.write_many(dt, {name: table for name, (table, _) in tables.items()},
+                                     {"model_version": version, **tables[OUTBOX.name][1]}, {OUTBOX.name: stats})
         tracking.log_records(lineage)
         numeric = {k: float(v) for k, v in {**stats, **metrics}.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
