@@ -49,7 +49,7 @@ sys.path.insert(0, str(HERE))
 
 END = date(2026, 11, 14)  # bench_notifications.naive reads this date too
 STEPS = ["user_medoids", "global_medoids", "notifications", "pair_mining_duckdb", "pair_mining_spark"]
-SPARK_CONF = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false", "spark.driver.memory": "4g"}
+SPARK_CONF = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"}
 
 
 # ----- what runs in the child processes -----
@@ -63,7 +63,7 @@ def _settings(root: str, days: int, workers: int, shards: int | None = None) -> 
     settings.notifications.shards = shards or workers
     settings.pair_mining.window_days = days
     settings.pair_mining.spark_master = f"local[{workers}]"
-    settings.pair_mining.spark_conf = {**SPARK_CONF, "spark.sql.shuffle.partitions": str(4 * workers)}
+    settings.pair_mining.spark_conf = SPARK_CONF
     settings.notifications.history_days = days
     settings.notifications.popularity_days = min(7, days)
     settings.notifications.use_champion = False
@@ -174,6 +174,16 @@ def _fresh(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
         return pool.submit(fn, *args).result()
 
 
+def _world(root: str, users: int, items: int, days: int) -> dict[str, Any]:
+    """Generate the world in ``root`` once; a kept world is reused (its counts are stored beside it)."""
+    saved = Path(root) / "world.json"
+    if saved.exists():
+        return json.loads(saved.read_text())
+    world = _fresh(generate_world, root, users, items, days)
+    saved.write_text(json.dumps(world))
+    return world
+
+
 def sharded(step: str, root: str, days: int, workers: int, shards: int) -> dict[str, Any]:
     """``prepare`` (if the step has one), ``shards`` tasks on ``workers`` processes (fresh per task), ``finish``.
 
@@ -209,15 +219,18 @@ def main() -> int:
     parser.add_argument("--baseline-users", type=int, default=2000, help="users in the notifications loop baseline")
     parser.add_argument("--global-items", type=int, default=1_000_000, help="0 skips the sklearn comparison")
     parser.add_argument("--json", help="write all figures here")
+    parser.add_argument("--worlds", help="keep each generated world under this folder and reuse it on the next "
+                        "run with the same size and --days (steps replace their outputs)")
     args = parser.parse_args()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     results: dict[str, Any] = {"args": vars(args), "sizes": {}, "cores": os.cpu_count()}
 
     for users in sorted(args.sizes):
-        root = tempfile.mkdtemp(prefix=f"bench-scale-{users}-")
+        items = int(np.clip(users // 5, 20_000, 200_000))
+        root = (str(Path(args.worlds) / f"users{users}-days{args.days}") if args.worlds
+                else tempfile.mkdtemp(prefix=f"bench-scale-{users}-"))
         try:
-            items = int(np.clip(users // 5, 20_000, 200_000))
-            world = _fresh(generate_world, root, users, items, args.days)
+            world = _world(root, users, items, args.days)
             print(f"\n{users:,} users, {items:,} items, {world['events']:,} events over {args.days} days "
                   f"(generated in {world['wall_s']:.0f} s)", flush=True)
             size: dict[str, Any] = {"events": world["events"], "items": items}
@@ -241,7 +254,8 @@ def main() -> int:
             if args.json:  # after every size: a run stopped later keeps what it measured
                 Path(args.json).write_text(json.dumps(results, indent=1, default=str))
         finally:
-            shutil.rmtree(root, ignore_errors=True)
+            if not args.worlds:
+                shutil.rmtree(root, ignore_errors=True)
 
     sizes = results["sizes"]
     print("\ngrowth exponent b (wall ~ users^b) over", ", ".join(f"{u:,}" for u in sizes))

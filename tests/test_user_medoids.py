@@ -159,11 +159,20 @@ def test_sharded_refresh_equals_single_shard_and_counts_skipped(world):
     three = um_step.run(world, settings, DAY, {"shards": 3}).summary
     pd.testing.assert_frame_equal(world.read("user_medoids", DAY), single)
     assert one["users_skipped"] == three["users_skipped"] > 0
+    evaluated = [{k: v for k, v in summary.items() if k.startswith("eval_")} for summary in (one, three)]
+    assert evaluated[0] == evaluated[1] and evaluated[0]["eval_coverage_users"] > 0  # the same users checked
     assert three["users_with_medoids"] + three["users_skipped"] == three["users"]
     assert single.groupby("user_id")["rank"].max().max() <= settings.user_medoids.max_medoids
     world.delete("user_medoids_shard_001_of_003", DAY)
     with pytest.raises(Exception, match="user_medoids_shard_001_of_003 has no partition for 2026-11-14"):
         um_step.finish(world, settings, DAY, {"shards": 3})
+
+
+def test_the_coverage_check_reads_whole_buckets_of_about_eval_users():
+    assert um_step.eval_slice(1_000, 64) == 1  # a small world: every user
+    assert um_step.eval_slice(1_000_000, 64) == 32  # 31,250 users: 1/32 of the events read, not a shard's
+    assert um_step.eval_slice(100_000, 64) == 4
+    assert um_step.eval_slice(100_000, 60) == 5
 
 
 def test_medoids_cover_true_interests_better_than_top_weight(world):

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from recsys_notify.core import tracking
 from recsys_notify.core.buckets import by_user, user_slot
 from recsys_notify.core.config import Settings
-from recsys_notify.core.datasets import EVENTS, TRUTH_ITEMS, TRUTH_USERS, USER_MEDOIDS, user_medoid_shard
+from recsys_notify.core.datasets import EVENTS, TRUTH_ITEMS, TRUTH_USERS, USER_MEDOIDS, arrow_schema, user_medoid_shard
 from recsys_notify.core.embeddings import VECTORS, item_vectors, l2_normalize, vectors_request
 from recsys_notify.core.inputs import Inputs, as_of, day, resolve, window
 from recsys_notify.core.interaction_weights import EVENT_COLUMNS, weigh_interactions
@@ -122,11 +122,8 @@ def finish(storage: Storage, settings: Settings, dt: date, params: dict[str, Any
         if meta.get("params") != expected:
             raise ValueError(f"shard {s} of {dt} was computed with other parameters than this run; rerun all shards")
         stats = stats.add(MedoidStats(**meta["stats"]))
-    frames = [inputs.frame(f"shard_{s}") for s in range(shards)]
-    medoids = pd.concat(frames, ignore_index=True)
-    medoids = medoids.take(_by_user_and_rank(medoids)).reset_index(drop=True)
-    medoids = medoids.astype({"user_id": "int64", "item_id": "int64", "cluster_id": "int64",
-                              "cluster_size": "int64", "rank": "int64"})
+    medoids = pa.concat_tables([inputs.table(f"shard_{s}") for s in range(shards)], promote_options="default")
+    medoids = medoids.take(_by_user_and_rank(medoids)).select(USER_MEDOIDS.columns).cast(arrow_schema(USER_MEDOIDS))
     with tracking.tracked_run(NAME, f"{NAME} {dt}", params={**expected, "shards": shards, "date": dt},
                               tags={"dt": dt.isoformat(), "step": NAME}, settings=settings) as active:
         table, layout = by_user(medoids, settings.event_buckets)  # notification shards read only their buckets
@@ -135,7 +132,7 @@ def finish(storage: Storage, settings: Settings, dt: date, params: dict[str, Any
         tracking.log_lineage(inputs)
         metrics = _metrics(medoids, stats)
         if inputs["truth_users"].partitions:
-            metrics.update({f"eval_{k}": v for k, v in _evaluate(inputs, medoids, settings, shards).items()})
+            metrics.update({f"eval_{k}": v for k, v in _evaluate(inputs, medoids, settings).items()})
         mlflow.log_metrics(metrics)
         _size_plot(stats)
     summary = {**{k: v for k, v in stats.__dict__.items() if k != "size_hist"},
@@ -150,13 +147,13 @@ def run(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] |
     return finish(storage, settings, dt, params, results)
 
 
-def _by_user_and_rank(medoids: pd.DataFrame) -> np.ndarray:
+def _by_user_and_rank(medoids: pa.Table) -> np.ndarray:
     """Row order by (user_id, rank) of concatenated shards.
 
     Each shard is sorted so and a user is in one shard, so a stable sort by user alone (a merge of
     the shards' sorted runs) gives that order; a full two-key sort runs only if it does not.
     """
-    user, rank = medoids["user_id"].to_numpy(np.int64), medoids["rank"].to_numpy(np.int64)
+    user, rank = (medoids.column(c).to_numpy().astype(np.int64) for c in ("user_id", "rank"))
     order = np.argsort(user, kind="stable")
     u, r = user[order], rank[order]
     if ((u[1:] == u[:-1]) & (r[1:] <= r[:-1])).any():
@@ -164,11 +161,11 @@ def _by_user_and_rank(medoids: pd.DataFrame) -> np.ndarray:
     return order
 
 
-def _metrics(medoids: pd.DataFrame, stats: MedoidStats) -> dict[str, float]:
-    per_user = medoids.groupby("user_id").size()
+def _metrics(medoids: pa.Table, stats: MedoidStats) -> dict[str, float]:
+    users = len(pc.unique(medoids.column("user_id")))
     metrics = {k: float(v) for k, v in stats.__dict__.items() if k != "size_hist"}
     metrics.update({
-        "medoids_per_user_mean": float(per_user.mean()) if len(per_user) else 0.0,
+        "medoids_per_user_mean": medoids.num_rows / users if users else 0.0,
         "clusters_per_user_mean": stats.clusters / max(stats.users - stats.users_skipped, 1),
         "noise_fraction": stats.noise_points / max(stats.interactions, 1),
     })
@@ -177,14 +174,24 @@ def _metrics(medoids: pd.DataFrame, stats: MedoidStats) -> dict[str, float]:
     return metrics
 
 
-def _evaluate(inputs: Inputs, medoids: pd.DataFrame, settings: Settings, shards: int) -> dict[str, float]:
-    """Synthetic-truth topic coverage of the first ``EVAL_USERS`` users with medoids of shard 0 (one shard read)."""
-    users = medoids["user_id"].unique()
-    users = np.sort(users[user_slot(users, shards) == 0])[:EVAL_USERS]
-    events = inputs.table("events", EVENT_COLUMNS, shard=(0, shards))
-    events = events.filter(pc.is_in(events["user_id"], pa.array(users, pa.int64()))).to_pandas()  # before pandas
+def eval_slice(users: int, buckets: int) -> int:
+    """``n`` such that the users of shard 0 of ``n`` are about ``EVAL_USERS``: the largest divisor of ``buckets``
+    leaving at least that many (1 for a small world), so the check reads whole buckets and the same users
+    whatever the shard count."""
+    return max((n for n in range(1, buckets + 1) if buckets % n == 0 and users // n >= EVAL_USERS), default=1)
+
+
+def _evaluate(inputs: Inputs, medoids: pa.Table, settings: Settings) -> dict[str, float]:
+    """Synthetic-truth topic coverage of up to ``EVAL_USERS`` users with medoids (the users of a few buckets)."""
+    users = pc.unique(medoids.column("user_id")).to_numpy()
+    n = eval_slice(len(users), settings.event_buckets)
+    users = np.sort(users[user_slot(users, n) == 0])[:EVAL_USERS]
+    wanted = pa.array(users, pa.int64())
+    events = inputs.table("events", EVENT_COLUMNS, shard=(0, n))
+    events = events.filter(pc.is_in(events["user_id"], wanted)).to_pandas()  # before pandas
     interactions = weigh_interactions(events, settings.interaction_weights)
-    return evaluation.evaluate(medoids, interactions, inputs.dimension("truth_users"),
+    selected = medoids.filter(pc.is_in(medoids["user_id"], wanted)).to_pandas()
+    return evaluation.evaluate(selected, interactions, inputs.dimension("truth_users", shard=(0, n)),
                                inputs.dimension("truth_items"), settings.user_medoids.max_medoids)
 
 
