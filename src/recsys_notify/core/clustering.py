@@ -205,17 +205,14 @@ def cosine_medoid_scores(group: np.ndarray, X: np.ndarray, n_groups: int) -> np.
 def grouped_order(group: np.ndarray, key: np.ndarray) -> np.ndarray:
     """``np.lexsort((key, group))`` (by group, then key, then row) as two plain sorts, several times faster.
 
-    The rank of ``key`` (ties by row: a stable sort, needed only when some keys are equal or NaN)
-    makes ``group * n + rank`` unique, so one unstable argsort of it gives the same order.
+    The rank of ``key`` (ties by row) makes ``group * n + rank`` unique. Both sorts are numpy's
+    stable sort: never slower here than the default, and several times faster on input already
+    grouped (rows usually come by user).
     """
     n = len(key)
-    by_key = np.argsort(key)
-    ordered = key[by_key]
-    if (ordered[1:] == ordered[:-1]).any() or np.isnan(ordered[-1:]).any():
-        by_key = np.argsort(key, kind="stable")
     rank = np.empty(n, dtype=np.int64)
-    rank[by_key] = np.arange(n)
-    return np.argsort(group.astype(np.int64) * n + rank)
+    rank[np.argsort(key, kind="stable")] = np.arange(n)
+    return np.argsort(group.astype(np.int64) * n + rank, kind="stable")
 
 
 def rank_within(groups_sorted: np.ndarray) -> np.ndarray:

@@ -58,5 +58,5 @@ def best_per_key(key: np.ndarray, score: np.ndarray) -> np.ndarray:
     if n == 0 or int(key.max()) >= 1 << (63 - shift):
         order = np.argsort(key, kind="stable")
     else:  # (key, row) packed in one int64: a plain sort orders keys and keeps rows in order, ~2x faster
-        order = np.sort((key << shift) | np.arange(n, dtype=np.int64)) & ((1 << shift) - 1)
+        order = np.sort((key << shift) | np.arange(n, dtype=np.int64), kind="stable") & ((1 << shift) - 1)
     return order[best_in_groups(key[order], score[order])]
