@@ -103,6 +103,18 @@ def test_batched_dbscan_matches_sklearn(monkeypatch):
     assert len(set(component[starts[0]:starts[0] + sizes[0]]) & set(component[starts[1]:starts[1] + sizes[1]])) == 0
 
 
+@pytest.mark.parametrize("n", [0, 1, 9, 2000])
+def test_row_labels_and_grouped_order_equal_their_sorting_definitions(n):
+    rng = np.random.default_rng(n)
+    component = rng.integers(0, max(n, 1), n) // 3 * 3  # row numbers, some unused, repeated
+    for got, want in zip(clustering.row_labels(component), np.unique(component, return_inverse=True,
+                                                                     return_counts=True)):
+        np.testing.assert_array_equal(got, want)
+    group, key = rng.integers(0, 40, n), rng.integers(0, 9, n).astype(float)
+    key[rng.random(n) < 0.1] = np.nan  # ties and NaN keep row order
+    np.testing.assert_array_equal(clustering.grouped_order(group, key), np.lexsort((key, group)))
+
+
 def test_noise_points_become_singleton_clusters_with_medoids():
     rng = np.random.default_rng(2)
     X = _blobs(rng, rng.normal(0, 1, (2, 16)) * 3, [10, 10], extra_noise=0)

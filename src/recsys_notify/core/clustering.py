@@ -215,6 +215,17 @@ def grouped_order(group: np.ndarray, key: np.ndarray) -> np.ndarray:
     return np.argsort(group.astype(np.int64) * n + rank, kind="stable")
 
 
+def row_labels(component: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(component, return_inverse=True, return_counts=True)`` for labels that are row numbers
+    (``0 <= label < len``, as the component functions return) in linear time, without a sort."""
+    is_label = np.zeros(len(component), dtype=bool)
+    is_label[component] = True
+    labels = np.flatnonzero(is_label)
+    position = np.cumsum(is_label) - 1
+    inverse = position[component]
+    return labels, inverse, np.bincount(inverse, minlength=len(labels))
+
+
 def rank_within(groups_sorted: np.ndarray) -> np.ndarray:
     """0-based position of each element inside its run of equal values (input already sorted)."""
     n = len(groups_sorted)

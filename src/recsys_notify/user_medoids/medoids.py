@@ -24,6 +24,7 @@ from recsys_notify.core.clustering import (
     grouped_order,
     hdbscan_components,
     rank_within,
+    row_labels,
 )
 from recsys_notify.core.config import UserMedoidSettings
 from recsys_notify.core.datasets import USER_MEDOIDS
@@ -100,7 +101,8 @@ def compute_medoids(interactions: pd.DataFrame, X: np.ndarray, dt: date,
         raise ValueError(f"{len(X)} vectors for {len(user_ids)} interactions: rows must be aligned")
     if len(user_ids) and (np.diff(user_ids) < 0).any():
         raise ValueError("interactions must be sorted by user_id")
-    uniq, starts, sizes = np.unique(user_ids, return_index=True, return_counts=True)
+    starts = np.flatnonzero(np.r_[True, user_ids[1:] != user_ids[:-1]]) if len(user_ids) else np.zeros(0, np.int64)
+    uniq, sizes = user_ids[starts], np.diff(np.r_[starts, len(user_ids)])  # runs of the sorted ids
     keep_user = sizes >= cfg.min_interactions
     stats.users, stats.users_skipped = len(uniq), int((~keep_user).sum())
     item_ids, weight = interactions["item_id"].to_numpy(np.int64), interactions["weight"].to_numpy(np.float64)
@@ -123,7 +125,7 @@ def compute_medoids(interactions: pd.DataFrame, X: np.ndarray, dt: date,
     age_days = (day_end - last_ts).astype(np.float64) / 86_400e6
     decayed = weight * np.exp(-cfg.decay_lambda * np.clip(age_days, 0, None))
 
-    cluster_keys, cluster_of_row, cluster_size = np.unique(component, return_inverse=True, return_counts=True)
+    cluster_keys, cluster_of_row, cluster_size = row_labels(component)
     n_clusters = len(cluster_keys)
     cluster_user = np.zeros(n_clusters, dtype=np.int64)
     cluster_user[cluster_of_row] = user_row
