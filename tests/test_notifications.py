@@ -7,18 +7,22 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from notify_fixtures import build_upstream
 
 from recsys_notify.core.buckets import user_slot
 from recsys_notify.core.config import get_settings, resolve_path
 from recsys_notify.core.contract import ContractError
+from recsys_notify.core.storage import Storage
 from recsys_notify.core.templates import load_phrases
 from recsys_notify.core.text import clean, repeated_words
 from recsys_notify.notifications import arrays
 from recsys_notify.notifications import step as nt
 from recsys_notify.notifications.candidates import SOURCES
+from recsys_notify.notifications.daily import notify
 from recsys_notify.notifications.eligibility import holdout
+from recsys_notify.notifications.ranking import TRANSPARENT_VERSION
 from recsys_notify.notifications.select import in_sorted
 from tests.frames import span, upto
 
@@ -305,6 +309,28 @@ def test_shards_give_the_same_outputs_as_one_process(world, upstream):
     for s in range(3):  # each shard committed only its own users
         part = world.read(f"outbox_shard_{s:03d}_of_003", DT)
         assert len(part) and (user_slot(part["user_id"].to_numpy(), 3) == s).all()
+
+
+def test_a_shard_reads_only_the_chosen_items_keyframes_and_picks_the_frames_a_whole_read_does(world, upstream,
+                                                                                               monkeypatch):
+    read = []
+    where = Storage._read_where
+    monkeypatch.setattr(Storage, "_read_where", lambda self, *a: read.append(where(self, *a)) or read[-1])
+    run(world, shards=2)
+    outbox = world.read("outbox", DT)
+    frames = upto(world, "frames", DT)
+    assert read and 0 < sum(t.num_rows for t in read) < len(frames)  # only the chosen items' frames
+    assert set(pa.concat_tables(read).column("item_id").to_pylist()) <= set(outbox["item_id"])
+
+    settings = get_settings()  # the pure path over every item's frames, as one process reading everything
+    inputs = nt.resolve_inputs(world, settings, DT)
+    phrases = load_phrases(resolve_path(settings.global_medoids.phrases_path))
+    whole = notify(arrays.build(nt.read_tables(inputs, settings, DT), settings, DT), settings, None,
+                   TRANSPARENT_VERSION, phrases).outbox
+    columns = ["user_id", "item_id", "frame_ts", "image_uri", "reason"]
+    assert outbox["frame_ts"].notna().sum() > 0.9 * len(outbox)
+    pd.testing.assert_frame_equal(outbox[columns].sort_values("user_id").reset_index(drop=True),
+                                  whole[columns].sort_values("user_id").reset_index(drop=True))
 
 
 def test_item_popularity_counts_every_users_recent_positives(world, upstream):

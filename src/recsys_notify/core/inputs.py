@@ -138,19 +138,20 @@ class Inputs(Mapping[str, Resolved]):
     def __len__(self) -> int:
         return len(self._resolved)
 
-    def tables(self, role: str, columns: list[str] | None = None,
-               shard: tuple[int, int] | None = None) -> Iterator[tuple[Partition, pa.Table]]:
+    def tables(self, role: str, columns: list[str] | None = None, shard: tuple[int, int] | None = None,
+               where: tuple[str, pa.Array] | None = None) -> Iterator[tuple[Partition, pa.Table]]:
         """Each pinned partition of ``role`` with its table (only ``columns``, checked against the manifest).
 
         ``shard=(s, n)``: only the rows of users in shard ``s`` of ``n``, read from their buckets
-        (:func:`recsys_notify.core.buckets.read_shard`).
+        (:func:`recsys_notify.core.buckets.read_shard`); ``where=(column, values)``: only rows whose
+        ``column`` is in ``values`` (:meth:`Storage.read_partition`).
         """
         resolved = self[role]
         for p in resolved.partitions:
             if columns is not None:
                 resolved.dataset.check_columns(p.columns, columns, where=f"dt={p.dt}")
             if shard is None:
-                yield p, self.storage.read_partition(p, columns)
+                yield p, self.storage.read_partition(p, columns, where=where)
             else:
                 yield p, read_shard(self.storage, p, columns, *shard)
 
@@ -166,16 +167,20 @@ class Inputs(Mapping[str, Resolved]):
         return self.table(role, columns, shard).to_pandas()
 
     def dimension(self, role: str, columns: list[str] | None = None, dt_column: str | None = None,
-                  shard: tuple[int, int] | None = None) -> pd.DataFrame:
+                  shard: tuple[int, int] | None = None, where: tuple[str, pa.Array] | None = None
+                  ) -> pd.DataFrame:
         """Rows as of the date: an id listed in several partitions takes the newest partition's row.
 
         Rows stay in partition order (the row kept is the newest one, at its position); ``dt_column``
-        adds the date of the partition each row came from; ``shard`` keeps one shard of users (a user dimension).
+        adds the date of the partition each row came from; ``shard`` keeps one shard of users (a user
+        dimension); ``where=(key column, values)`` keeps only those ids.
         """
         key = list(self[role].dataset.key)
         wanted = None if columns is None else list(dict.fromkeys(key + list(columns)))
+        if where is not None and where[0] not in key:
+            raise ValueError(f"{role}: where= filters a key column ({key}), not {where[0]!r}")
         tables = []
-        for p, table in self.tables(role, wanted, shard):
+        for p, table in self.tables(role, wanted, shard, where):
             if dt_column:
                 table = table.append_column(dt_column, pa.array([p.dt] * table.num_rows, pa.date32()))
             tables.append(table)

@@ -38,6 +38,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recsys_notify.core.buckets import BUCKET
@@ -47,6 +48,7 @@ MANIFEST = "_manifest.json"
 COMMITS = "_commits"  # step-run records: {root}/_commits/dt=YYYYMMDD/<run>.json
 LOCK_UNREADABLE_GRACE_S = 60.0  # an unreadable lock older than this is debris (a holder writes it at once)
 READ_ATTEMPTS = 8
+WHERE_BATCH_ROWS = 65_536  # rows decoded at a time by a filtered read
 LOCK = "_lock.json"
 DATE_FMT = "%Y%m%d"
 _PARTITION_DIR = re.compile(r"^dt=(\d{8})$")
@@ -360,16 +362,20 @@ class Storage:
         return self.read_table(dataset, dt, columns).to_pandas()
 
     def read_partition(self, partition: Partition, columns: list[str] | None = None,
-                       filters: list[tuple[str, str, Any]] | None = None) -> pa.Table:
+                       filters: list[tuple[str, str, Any]] | None = None,
+                       where: tuple[str, pa.Array] | None = None) -> pa.Table:
         """Read exactly the pinned version; fails if that version was replaced twice since it was pinned.
 
         ``filters`` (pyarrow's, e.g. ``[("bucket", "in", [0, 4])]``) skip row groups whose statistics
         exclude them, so a shard reads only its buckets (:mod:`recsys_notify.core.buckets`).
+        ``where=(column, values)`` keeps the rows whose ``column`` is in ``values``, filtering batch by
+        batch: a few rows of a wide table (keyframe embeddings) never hold the whole table in memory.
         """
         tables = []
         for path in partition.files:
             try:
-                tables.append(pq.read_table(path, columns=columns, filters=filters, filesystem=self.fs))
+                tables.append(pq.read_table(path, columns=columns, filters=filters, filesystem=self.fs)
+                              if where is None else self._read_where(path, columns, where))
             except FileNotFoundError:
                 raise StorageError(
                     f"{partition.dataset} dt={partition.dt} version {partition.version} was replaced while this run "
@@ -380,6 +386,16 @@ class Storage:
         if not tables:
             return pa.table({c: pa.array([], pa.null()) for c in columns or partition.columns})
         return pa.concat_tables(tables, promote_options="default")
+
+    def _read_where(self, path: str, columns: list[str] | None, where: tuple[str, pa.Array]) -> pa.Table:
+        column, values = where
+        read = None if columns is None else list(dict.fromkeys([*columns, column]))
+        parquet = pq.ParquetFile(path, filesystem=self.fs)
+        batches = [batch.filter(pc.is_in(batch.column(column), values))
+                   for batch in parquet.iter_batches(WHERE_BATCH_ROWS, columns=read)]
+        table = pa.Table.from_batches(batches, parquet.schema_arrow if read is None
+                                      else pa.schema([parquet.schema_arrow.field(c) for c in read]))
+        return table if columns is None else table.select(columns)
 
     # ----- writing -----
     def write(self, dataset: str, dt: date | str, data: pd.DataFrame | pa.Table | Iterable[pa.Table],

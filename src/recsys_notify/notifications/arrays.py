@@ -337,10 +337,13 @@ def _frames(tables: Tables, cat: Catalogue) -> tuple[Keyframes | None, np.ndarra
         content = np.zeros((len(cat.item_ids), tables.content[1].shape[1]), np.float32)
         pos, ok = cat.index.find(tables.content[0])
         content[pos[ok]] = l2_normalize(tables.content[1][ok])
-    if tables.frames is None:
-        return None, content
-    pos, ok = cat.index.find(tables.frames["item_id"])
-    return Keyframes.of(tables.frames[ok].reset_index(drop=True), pos[ok], content.shape[1]), content
+    return (None if tables.frames is None else keyframes(tables.frames, cat, content.shape[1])), content
+
+
+def keyframes(frames: pd.DataFrame, cat: Catalogue, dim: int) -> Keyframes:
+    """``frames`` rows of items the catalogue knows, by item position (vectors trimmed to ``dim``)."""
+    pos, ok = cat.index.find(frames["item_id"])
+    return Keyframes.of(frames[ok].reset_index(drop=True), pos[ok], dim)
 
 
 def _unengaged_keys(feedback: list[pd.DataFrame], users: IdIndex, items: IdIndex) -> np.ndarray:

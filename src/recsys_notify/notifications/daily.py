@@ -45,12 +45,28 @@ class Day:
     index: CandidateIndex
 
 
+@dataclass
+class Decision:
+    """Who is targeted and what each gets, before rendering (the step reads the chosen items' keyframes then)."""
+
+    choice: Choice
+    index: CandidateIndex
+    target: np.ndarray
+    capped: np.ndarray
+    has_medoids: np.ndarray
+
+
 def notify(inputs: Arrays, settings: Settings, ranker: Any, version: str,
            phrases: Mapping[str, Phrases] | None = None) -> Day:
     """Choose and render one message per eligible user; ``ranker`` None ranks with the transparent score.
 
     ``phrases`` (the per-language phrase table) gives the generic text of a language with no template.
     """
+    return render(inputs, decide(inputs, settings, ranker), settings, version, ranker is not None, phrases)
+
+
+def decide(inputs: Arrays, settings: Settings, ranker: Any) -> Decision:
+    """The eligible users and each one's chosen candidate."""
     cfg = settings.notifications
     n = len(inputs.user_ids)
     medoid_seeds = inputs.seeds.loc[inputs.seeds["kind"] == "medoid", "user_pos"].to_numpy()
@@ -59,9 +75,16 @@ def notify(inputs: Arrays, settings: Settings, ranker: Any, version: str,
     target = ~capped & (has_medoids | (cfg.no_medoid_policy == "popular"))
     choice, ci = choose(inputs, cfg, target, ranker)
     choice.cluster = resolve_clusters(inputs, ci, choice.item, choice.cluster)
+    return Decision(choice, ci, target, capped, has_medoids)
 
+
+def render(inputs: Arrays, decision: Decision, settings: Settings, version: str, ranked: bool,
+           phrases: Mapping[str, Phrases] | None = None) -> Day:
+    """The outbox, delivery log and feedback rows of a decision, and the run's counts."""
+    cfg = settings.notifications
+    choice, target, capped, has_medoids = decision.choice, decision.target, decision.capped, decision.has_medoids
     outbox, text = build_outbox(inputs, choice, holdout(inputs.user_ids, cfg.holdout_percent, cfg.seed),
-                                version, ranker is not None, settings, phrases)
+                                version, ranked, settings, phrases)
     sent = inputs.yesterday_sent
     sent_keys = inputs.keys(np.searchsorted(inputs.user_ids, sent["user_id"].to_numpy(np.int64)),
                             np.searchsorted(inputs.catalogue.item_ids, sent["item_id"].to_numpy(np.int64)))
@@ -79,7 +102,8 @@ def notify(inputs: Arrays, settings: Settings, ranker: Any, version: str,
         "feedback_delivered": len(sent), "feedback_opened": int(opened.sum()), "feedback_played": int(played.sum()),
         "feedback_opened_not_played": int((opened & ~played).sum()),
     }
-    return Day(outbox, delivery_log(outbox), feedback(sent, opened, played, inputs.dt - timedelta(days=1)), stats, ci)
+    return Day(outbox, delivery_log(outbox), feedback(sent, opened, played, inputs.dt - timedelta(days=1)), stats,
+               decision.index)
 
 
 SHARED_COUNTS = ("items", "blocked_items")  # the same catalogue in every shard: not summed

@@ -49,9 +49,10 @@ from recsys_notify.core.step import StepResult, parse_params
 from recsys_notify.core.storage import Partition, Storage
 from recsys_notify.core.templates import load_phrases
 from recsys_notify.notifications import arrays
-from recsys_notify.notifications.daily import combine_stats, notify
+from recsys_notify.notifications.daily import Decision, combine_stats, decide, render
 from recsys_notify.notifications.delivery import delivery_log
 from recsys_notify.notifications.evaluation import hit_counts, outbox_metrics, rates
+from recsys_notify.notifications.frames import Keyframes
 from recsys_notify.notifications.ranking import TRANSPARENT_VERSION
 
 NAME = "notifications"
@@ -118,7 +119,8 @@ def read_tables(inputs: Inputs, settings: Settings, dt: date, shard: tuple[int, 
     """Read the resolved partitions, each with only the columns it is used for.
 
     ``shard=(s, n)``: the per-user inputs hold only the users of shard ``s`` of ``n`` (read from their
-    buckets) and popularity comes from ``item_popularity``; without it everything is read.
+    buckets), popularity comes from ``item_popularity`` and keyframes are left to :func:`chosen_keyframes`;
+    without it everything is read.
     """
     cfg, cols = settings.notifications, arrays.COLUMNS
     def events_of(p: Partition) -> pa.Table:
@@ -141,11 +143,20 @@ def read_tables(inputs: Inputs, settings: Settings, dt: date, shard: tuple[int, 
                       for p, t in inputs.tables("delivery_log", cols["delivery_log"], shard)],
         delivery_feedback=[t.to_pandas() for _, t in inputs.tables("delivery_feedback", cols["delivery_feedback"],
                                                                    shard)],
-        frames=inputs.dimension("frames", cols["frames"]) if inputs["frames"].partitions else None,
+        frames=inputs.dimension("frames", cols["frames"]) if inputs["frames"].partitions and shard is None else None,
         content=None if settings.embedding.source == "content" or not inputs["frames"].partitions
         else item_vectors(inputs, "content", settings.embedding.trimmed_dim, role="items"),
         popularity=inputs.frame("item_popularity") if shard is not None else None,
     )
+
+
+def chosen_keyframes(inputs: Inputs, dense: arrays.Arrays, decision: Decision) -> Keyframes | None:
+    """The keyframes of the items chosen for messages only: a shard never holds every item's frames."""
+    if not inputs["frames"].partitions:
+        return None
+    chosen = pa.array(np.unique(dense.catalogue.item_ids[decision.choice.item]), pa.int64())
+    frames = inputs.dimension("frames", arrays.COLUMNS["frames"], where=("item_id", chosen))
+    return arrays.keyframes(frames, dense.catalogue, dense.content.shape[1])
 
 
 def parts(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None = None) -> list[int]:
@@ -186,7 +197,9 @@ def run_part(storage: Storage, settings: Settings, dt: date, params: dict[str, A
     dense = arrays.build(read_tables(inputs, settings, dt, (shard, cfg.shards)), settings, dt)
     ranker = champion.bind(inputs) if champion is not None else None
     version = f"two_tower:{champion.version}" if champion is not None else TRANSPARENT_VERSION
-    result = notify(dense, settings, ranker, version, phrases)
+    decision = decide(dense, settings, ranker)
+    dense.keyframes = chosen_keyframes(inputs, dense, decision)
+    result = render(dense, decision, settings, version, ranker is not None, phrases)
     evaluated = cfg.evaluate and bool(inputs["next_day"].partitions) and not result.outbox.empty
     hits = hit_counts(dense, result.index, result.outbox,
                       inputs.frame("next_day", ["user_id", "item_id", "completion", "liked"], (shard, cfg.shards)),
