@@ -371,6 +371,8 @@ class Storage:
         ``where=(column, values)`` keeps the rows whose ``column`` is in ``values``, filtering batch by
         batch: a few rows of a wide table (keyframe embeddings) never hold the whole table in memory.
         """
+        if filters is not None and where is not None:
+            raise ValueError("read_partition takes filters= or where=, not both")
         tables = []
         for path in partition.files:
             try:
