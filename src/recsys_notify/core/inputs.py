@@ -146,6 +146,8 @@ class Inputs(Mapping[str, Resolved]):
         (:func:`recsys_notify.core.buckets.read_shard`); ``where=(column, values)``: only rows whose
         ``column`` is in ``values`` (:meth:`Storage.read_partition`).
         """
+        if shard is not None and where is not None:
+            raise ValueError(f"{role}: read with shard= or where=, not both")
         resolved = self[role]
         for p in resolved.partitions:
             if columns is not None:
