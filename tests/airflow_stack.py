@@ -84,6 +84,24 @@ class AirflowApi:
             raise AssertionError(f"{method} {path} -> {resp.status_code}: {resp.text}")
         return resp
 
+    def backfill(self, body: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
+        """Create a backfill, as POST /backfills does, retrying a 409 left by this request's own refused try.
+
+        Airflow commits the backfill row before it creates its runs. On SQLite a run insert refused as locked
+        (503) leaves that row behind without runs: Airflow removes such partial backfills itself only after a
+        PostgreSQL or MySQL lock error. The retried POST then sees it as "already running" (409) until the
+        scheduler marks the run-less backfill complete, two minutes after its creation.
+        """
+        def created() -> dict[str, Any] | None:
+            resp = self.api("POST", "/backfills", json=body, expect=None)
+            if resp.status_code == 409:
+                return None
+            if resp.status_code != 200:
+                raise AssertionError(f"POST /backfills -> {resp.status_code}: {resp.text}")
+            return resp.json()
+
+        return self.wait(created, time.monotonic() + timeout, f"backfill {body} to be accepted", poll=5)
+
     def dag_ids(self) -> set[str]:
         return {d["dag_id"] for d in self.api("GET", "/dags", params={"limit": 100}).json()["dags"]}
 

@@ -126,7 +126,7 @@ def _wait_backfill(stack: AirflowStack, backfill_id: int, timeout: float = 900) 
 def test_backfill_three_dates_each_writes_its_partition(stack, storage):
     body = {"dag_id": "user_medoids", "from_date": f"{iso(BACKFILL[0])}T00:00:00Z",
             "to_date": f"{iso(BACKFILL[-1])}T00:00:00Z", "max_active_runs": 1, "reprocess_behavior": "none"}
-    backfill = stack.api("POST", "/backfills", json=body).json()
+    backfill = stack.backfill(body)
     _wait_backfill(stack, backfill["id"])
     runs = [r for r in stack.runs("user_medoids") if r["run_type"] == "backfill"]
     assert sorted(r["logical_date"][:10] for r in runs) == [iso(d) for d in BACKFILL]
@@ -143,7 +143,7 @@ def test_reprocess_completed_date_gives_identical_output(stack, storage):
     before_frame, before_version = storage.read("user_medoids", day), storage.manifest("user_medoids", day)["version"]
     body = {"dag_id": "user_medoids", "from_date": f"{iso(day)}T00:00:00Z", "to_date": f"{iso(day)}T00:00:00Z",
             "max_active_runs": 1, "reprocess_behavior": "completed"}
-    backfill = stack.api("POST", "/backfills", json=body).json()
+    backfill = stack.backfill(body)
     _wait_backfill(stack, backfill["id"])
     run = [r for r in stack.runs("user_medoids") if r["logical_date"].startswith(iso(day))]
     assert [r["state"] for r in run] == ["success"]

@@ -235,7 +235,7 @@ def test_backfill_survives_a_killed_worker_with_identical_outputs(chain_runs, st
     body = {"dag_id": USER_MEDOIDS, "from_date": f"{iso(DATES[0])}T00:00:00Z",
             "to_date": f"{iso(DATES[1])}T00:00:00Z", "max_active_runs": 1, "reprocess_behavior": "completed"}
     t0 = time.monotonic()
-    backfill = stack.api("POST", "/backfills", json=body).json()
+    backfill = stack.backfill(body)
     victim = config.celery_hostname(WORKERS[1])
 
     def victim_busy() -> dict | None:
