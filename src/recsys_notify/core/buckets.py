@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recsys_notify.core.hashing import splitmix64
 
@@ -60,6 +61,35 @@ def by_user(data: pd.DataFrame | pa.Table, buckets: int) -> tuple[pa.Table, dict
     """
     table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
     return bucketed(table, buckets), {"buckets": buckets}
+
+
+def by_user_sorted(data: pd.DataFrame | pa.Table, order: Sequence[str], buckets: int
+                   ) -> tuple[pa.Table, dict[str, int]]:
+    """:func:`by_user` of ``data`` stably sorted by ``order``: a shard's output as :func:`merge_bucketed` takes it."""
+    table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+    return by_user(table.take(pc.sort_indices(table, [(c, "ascending") for c in order])), buckets)
+
+
+def merge_bucketed(parts: Sequence[tuple[pa.Table, dict]], order: Sequence[str], buckets: int) -> pa.Table:
+    """The shards' outputs (each a table and its manifest metadata) as :func:`by_user_sorted` lays out their union.
+
+    A part written by :func:`by_user_sorted` with ``buckets`` is taken as it is (one written otherwise is laid
+    out again). When every bucket is in one part (the shard count divides ``buckets``) the result is the
+    parts' bucket slices in bucket order, and no row is copied; otherwise (shards sharing a bucket) the rows
+    are sorted.
+    """
+    tables = [table if meta.get("buckets") == buckets and BUCKET in table.column_names
+              else by_user_sorted(table, order, buckets)[0] for table, meta in parts]
+    pieces = []
+    for table in tables:
+        bucket = table.column(BUCKET).to_numpy()
+        cuts = np.flatnonzero(np.diff(bucket)) + 1
+        bounds = zip(np.r_[0, cuts], np.r_[cuts, len(bucket)])
+        pieces += [(int(bucket[lo]), table.slice(lo, hi - lo)) for lo, hi in bounds if hi > lo]
+    if len({b for b, _ in pieces}) == len(pieces):
+        return pa.concat_tables([piece for _, piece in sorted(pieces, key=lambda p: p[0])] or tables[:1])
+    whole = pa.concat_tables(tables)
+    return whole.take(np.lexsort([whole.column(c).to_numpy() for c in [*order[::-1], BUCKET]]))
 
 
 def shard_buckets(shard: int, shards: int, buckets: int) -> list[int]:

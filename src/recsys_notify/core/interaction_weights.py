@@ -27,8 +27,7 @@ def weigh_interactions(events: pd.DataFrame, weights: InteractionWeights) -> pd.
     new = np.ones(len(order), dtype=bool)
     new[1:] = (user[1:] != user[:-1]) | (item[1:] != item[:-1])
     starts = np.flatnonzero(new)
-    ts = pd.to_datetime(events["ts"], utc=True)
-    stamps = ts.dt.tz_localize(None).to_numpy()
+    stamps = utc_instants(events["ts"])
     if len(starts):
         full_watch = np.maximum.reduceat(events["completion"].to_numpy(np.float64)[order], starts) \
             > weights.full_watch_completion
@@ -43,7 +42,14 @@ def weigh_interactions(events: pd.DataFrame, weights: InteractionWeights) -> pd.
         "user_id": user[starts], "item_id": item[starts], "full_watch": full_watch, "liked": liked,
         "shared": shared, "last_ts": pd.DatetimeIndex(last).tz_localize("UTC"),
         "n_events": np.diff(np.r_[starts, len(order)]).astype(np.int64), "weight": weight_table(weights)[code],
-    })
+    }, copy=False)  # fresh arrays: no copy into consolidated blocks
+
+
+def utc_instants(ts: pd.Series) -> np.ndarray:
+    """Timestamps as naive UTC ``datetime64`` (naive input is taken as UTC), without copying a datetime column."""
+    if ts.dtype.kind != "M":
+        ts = pd.to_datetime(ts, utc=True)
+    return np.asarray(ts.array, dtype=f"datetime64[{ts.array.unit}]")
 
 
 def _pair_order(user: np.ndarray, item: np.ndarray) -> np.ndarray:

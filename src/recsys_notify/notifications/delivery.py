@@ -7,7 +7,10 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from recsys_notify.core.buckets import BUCKET
 from recsys_notify.core.datasets import DELIVERY_LOG, OUTBOX
 from recsys_notify.core.templates import Phrases, render
 from recsys_notify.notifications.arrays import ANY_LANGUAGE
@@ -84,8 +87,13 @@ def render_messages(template_pos: np.ndarray, templates: list[dict], item_ids: n
     return out[["template_id", "title", "body"]]
 
 
-def delivery_log(outbox: pd.DataFrame) -> pd.DataFrame:
-    """One row per (user, date): what was queued or held out."""
+def delivery_log(outbox: pd.DataFrame | pa.Table) -> pd.DataFrame | pa.Table:
+    """One row per (user, date): what was queued or held out. An Arrow outbox keeps its user ``bucket`` column
+    (the combined outbox's layout), and no row is copied but the status."""
+    if isinstance(outbox, pa.Table):
+        status = pc.if_else(outbox.column("holdout"), "holdout", "queued").cast(pa.large_string())  # as from pandas
+        columns = [*LOG_COLUMNS, *[c for c in outbox.column_names if c == BUCKET]]
+        return pa.table({c: status if c == "status" else outbox.column(c) for c in columns})
     log = outbox[[c for c in LOG_COLUMNS if c != "status"]].copy()
     log["status"] = np.where(log["holdout"], "holdout", "queued")
     return log[LOG_COLUMNS]

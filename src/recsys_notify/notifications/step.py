@@ -21,11 +21,10 @@ from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from recsys_notify.core import tracking
-from recsys_notify.core.buckets import by_user, iter_bucket_groups, read_shard
+from recsys_notify.core.buckets import by_user_sorted, iter_bucket_groups, merge_bucketed, read_shard
 from recsys_notify.core.config import NotificationSettings, Settings, resolve_path
 from recsys_notify.core.datasets import (
     DELIVERY_FEEDBACK,
@@ -58,6 +57,7 @@ from recsys_notify.notifications.ranking import TRANSPARENT_VERSION
 NAME = "notifications"
 EXECUTION = {"shards", "shard_users"}  # how the work is split: the outbox does not depend on them
 CHAMPION = "champion"
+OUTBOX_ORDER, FEEDBACK_ORDER = ["user_id"], ["user_id", "item_id"]  # row order inside each user bucket
 log = logging.getLogger(__name__)
 
 
@@ -206,8 +206,10 @@ def run_part(storage: Storage, settings: Settings, dt: date, params: dict[str, A
                       cfg) if evaluated else None
     meta = {"stats": result.stats, "hits": hits, "clusters": len(dense.cluster_ids), "params": run_params(settings),
             "model_version": version, "shard": shard, "shards": cfg.shards, "inputs": inputs.lineage()}
-    storage.write_many(dt, {shard_of(OUTBOX, shard, cfg.shards).name: result.outbox,
-                            shard_of(DELIVERY_FEEDBACK, shard, cfg.shards).name: result.feedback}, meta)
+    outbox, layout = by_user_sorted(result.outbox, OUTBOX_ORDER, settings.event_buckets)
+    feedback, _ = by_user_sorted(result.feedback, FEEDBACK_ORDER, settings.event_buckets)
+    storage.write_many(dt, {shard_of(OUTBOX, shard, cfg.shards).name: outbox,
+                            shard_of(DELIVERY_FEEDBACK, shard, cfg.shards).name: feedback}, {**meta, **layout})
     return {"shard": shard, "shards": cfg.shards, "notifications": result.stats["notifications"]}
 
 
@@ -232,12 +234,15 @@ def finish(storage: Storage, settings: Settings, dt: date, params: dict[str, Any
     read = [r for meta in metas for r in meta["inputs"]]
     if len({(r["dataset"], r["dt"], r["version"]) for r in read if r["role"] == "item_popularity"}) != 1:
         raise ValueError(f"the shards of {dt} read different item_popularity versions; rerun all shards")
-    outbox = _combined(inputs, "outbox", n, ["user_id"])
-    feedback = _combined(inputs, "feedback", n, ["user_id", "item_id"])
+    buckets = settings.event_buckets
+    outbox = merge_bucketed([(inputs.table(f"outbox_{s}"), metas[s]) for s in range(n)], OUTBOX_ORDER, buckets)
+    feedback = merge_bucketed([(inputs.table(f"feedback_{s}"), inputs[f"feedback_{s}"].partitions[0].metadata)
+                               for s in range(n)], FEEDBACK_ORDER, buckets)
     version = metas[0]["model_version"]
     stats = combine_stats([m["stats"] for m in metas])
     hits = [m["hits"] for m in metas if m["hits"] is not None]
-    metrics = outbox_metrics(outbox, metas[0]["clusters"], bool(hits))
+    metrics = outbox_metrics(outbox.select(["holdout", "item_id", "cluster_id", "source"]).to_pandas(),
+                             metas[0]["clusters"], bool(hits))
     metrics |= rates({k: sum(h[k] for h in hits) for k in hits[0]}) if hits else {"evaluated_users": 0}
     lineage = list({(r["role"], r["dataset"], r["dt"]): r for r in read}.values())
     stats = {**{k: v for k, v in stats.items() if k != "candidates_hist"}, "shards": n,
@@ -246,10 +251,8 @@ def finish(storage: Storage, settings: Settings, dt: date, params: dict[str, Any
                               params={**cfg.model_dump(), "embedding_source": settings.embedding.source,
                                       "model_version": version},
                               tags={"dt": dt.isoformat(), "step": NAME}, settings=settings) as active:
-        frames = {OUTBOX.name: outbox, DELIVERY_LOG.name: delivery_log(outbox), DELIVERY_FEEDBACK.name: feedback}
-        tables = {name: by_user(frame, settings.event_buckets) for name, frame in frames.items()}
-        written = storage.write_many(dt, {name: table for name, (table, _) in tables.items()},
-                                     {"model_version": version, **tables[OUTBOX.name][1]}, {OUTBOX.name: stats})
+        tables = {OUTBOX.name: outbox, DELIVERY_LOG.name: delivery_log(outbox), DELIVERY_FEEDBACK.name: feedback}
+        written = storage.write_many(dt, tables, {"model_version": version, "buckets": buckets}, {OUTBOX.name: stats})
         tracking.log_records(lineage)
         numeric = {k: float(v) for k, v in {**stats, **metrics}.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
@@ -270,11 +273,6 @@ def run(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] |
     prepare(storage, settings, dt, params)
     results = [run_part(storage, settings, dt, params, shard) for shard in parts(storage, settings, dt, params)]
     return finish(storage, settings, dt, params, results)
-
-
-def _combined(inputs: Inputs, role: str, shards: int, order: list[str]) -> pd.DataFrame:
-    frames = [inputs.frame(f"{role}_{s}") for s in range(shards)]
-    return pd.concat(frames, ignore_index=True).sort_values(order, kind="stable").reset_index(drop=True)
 
 
 def _lineage_summary(records: list[dict[str, Any]]) -> dict[str, list[str]]:

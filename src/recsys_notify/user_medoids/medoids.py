@@ -29,6 +29,7 @@ from recsys_notify.core.clustering import (
 from recsys_notify.core.config import UserMedoidSettings
 from recsys_notify.core.datasets import USER_MEDOIDS
 from recsys_notify.core.hashing import splitmix64
+from recsys_notify.core.interaction_weights import utc_instants
 
 SIZE_BINS = [1, 2, 3, 5, 9, 17, 33, 65, 129, 257, 10**9]  # cluster-size histogram edges (left-closed)
 
@@ -106,20 +107,26 @@ def compute_medoids(interactions: pd.DataFrame, X: np.ndarray, dt: date,
     keep_user = sizes >= cfg.min_interactions
     stats.users, stats.users_skipped = len(uniq), int((~keep_user).sum())
     item_ids, weight = interactions["item_id"].to_numpy(np.int64), interactions["weight"].to_numpy(np.float64)
-    last_ts = interactions["last_ts"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]")
-    if not keep_user.all():
-        row_keep = np.repeat(keep_user, sizes)
-        user_ids, item_ids, weight, last_ts, X = (a[row_keep] for a in (user_ids, item_ids, weight, last_ts, X))
-    uniq, starts, sizes = uniq[keep_user], np.cumsum(np.r_[0, sizes[keep_user]])[:-1], sizes[keep_user]
-    stats.interactions = len(user_ids)
-    if len(user_ids) == 0:
+    last_ts = utc_instants(interactions["last_ts"]).astype("datetime64[us]")
+    row_keep = None if keep_user.all() else np.repeat(keep_user, sizes)
+    uniq, starts, sizes = uniq[keep_user], starts[keep_user], sizes[keep_user]
+    stats.interactions = int(sizes.sum())
+    if stats.interactions == 0:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c not in ("weight", "importance") else "float64")
                              for c in USER_MEDOIDS.columns}), stats
 
+    # Kept users are clustered where their rows are in X (a copy of X without the skipped users would be
+    # the largest array of the shard); then every row array drops the skipped users' rows.
     if algorithm == "hdbscan":
         component, clustered = hdbscan_components(starts, sizes, X, cfg.hdbscan_min_cluster_size, cfg.min_samples)
     else:
         component, clustered = dbscan_components(starts, sizes, X, cfg.eps, cfg.min_samples)
+    if row_keep is not None:
+        kept_row = np.cumsum(row_keep) - 1  # a kept row's number among the kept rows
+        component = kept_row[component[row_keep]]  # a kept row's component is a kept row (of its own user)
+        user_ids, item_ids, weight, last_ts, clustered = (a[row_keep] for a in (user_ids, item_ids, weight, last_ts,
+                                                                                  clustered))
+        X = X[row_keep] if algorithm == "pinnersage" else X
     user_row = np.repeat(np.arange(len(uniq)), sizes)
     day_end = np.datetime64(dt + timedelta(days=1), "us")
     age_days = (day_end - last_ts).astype(np.float64) / 86_400e6
@@ -142,19 +149,23 @@ def compute_medoids(interactions: pd.DataFrame, X: np.ndarray, dt: date,
     local_id = np.empty(n_clusters, dtype=np.int64)
     local_id[order] = rank_within(cluster_user[order])
 
-    keys = uniform_keys(user_ids=user_ids, item_ids=item_ids, day=dt, seed=seed)
     if algorithm == "pinnersage":
-        score = cosine_medoid_scores(cluster_of_row, X, n_clusters)
-        row_order = np.lexsort((-weight, -score, cluster_of_row))
         pick_cluster = np.zeros(n_clusters, dtype=bool)
         by_importance = np.lexsort((local_id, -importance, cluster_user))
         pick_cluster[by_importance[rank_within(cluster_user[by_importance]) < cfg.max_medoids]] = True
         quota = pick_cluster.astype(np.int64)
     else:
-        sampling_key = np.log(keys) / weight  # Efraimidis-Spirakis: top keys = weighted sample w/o replacement
-        row_order = grouped_order(cluster_of_row, -sampling_key)
         quota = allocate_slots(cluster_user, cluster_size, sizes, cfg.max_medoids, tiebreak=cluster_weight)
-    pos_in_cluster = np.empty(len(user_ids), dtype=np.int64)
+    live = np.flatnonzero(quota[cluster_of_row] > 0)  # only rows of clusters given slots are ranked
+    live_cluster = cluster_of_row[live]
+    if algorithm == "pinnersage":
+        score = cosine_medoid_scores(live_cluster, X[live], n_clusters)
+        row_order = live[np.lexsort((-weight[live], -score, live_cluster))]
+    else:
+        keys = uniform_keys(user_ids=user_ids[live], item_ids=item_ids[live], day=dt, seed=seed)
+        sampling_key = np.log(keys) / weight[live]  # Efraimidis-Spirakis: top keys = weighted sample w/o replacement
+        row_order = live[grouped_order(live_cluster, -sampling_key)]
+    pos_in_cluster = np.zeros(len(user_ids), dtype=np.int64)  # never below the quota 0 of a cluster without slots
     pos_in_cluster[row_order] = rank_within(cluster_of_row[row_order])
     chosen = np.flatnonzero(pos_in_cluster < quota[cluster_of_row])
 
@@ -170,7 +181,7 @@ def compute_medoids(interactions: pd.DataFrame, X: np.ndarray, dt: date,
         "weight": weight[chosen],
         "importance": importance[chosen_cluster],
         "rank": rank_within(user_row[chosen]) + 1,
-    })
+    }, copy=False)
     stats.medoids = len(out)
     stats.users_with_medoids = int(out["user_id"].nunique())
     return out, stats

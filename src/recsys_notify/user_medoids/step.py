@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_notify.core import tracking
-from recsys_notify.core.buckets import by_user, user_slot
+from recsys_notify.core.buckets import by_user_sorted, merge_bucketed, user_slot
 from recsys_notify.core.config import Settings
 from recsys_notify.core.datasets import EVENTS, TRUTH_ITEMS, TRUTH_USERS, USER_MEDOIDS, arrow_schema, user_medoid_shard
 from recsys_notify.core.embeddings import VECTORS, item_vectors, l2_normalize, vectors_request
@@ -33,6 +33,7 @@ from recsys_notify.user_medoids.medoids import SIZE_BINS, MedoidStats, compute_m
 
 NAME = "user_medoids"
 EVAL_USERS = 20_000  # users in the synthetic-truth coverage check
+ORDER = ["user_id", "rank"]  # row order inside each user bucket of the partition
 
 
 def _settings(settings: Settings, params: dict[str, Any] | None) -> Settings:
@@ -97,9 +98,11 @@ def run_part(storage: Storage, settings: Settings, dt: date, params: dict[str, A
         medoids, stats, inputs = compute_spark(storage, settings, dt)
     else:
         medoids, stats, inputs = compute_shard(storage, settings, dt, shard, shards)
+    table = pa.Table.from_pandas(medoids, preserve_index=False).select(USER_MEDOIDS.columns)
+    table, layout = by_user_sorted(table.cast(arrow_schema(USER_MEDOIDS)), ORDER, settings.event_buckets)
     meta = {"stats": stats.__dict__, "params": run_params(settings), "shard": shard, "shards": shards,
-            "engine": settings.user_medoids.engine, "inputs": inputs.lineage()}
-    storage.write(user_medoid_shard(shard, shards).name, dt, medoids, metadata=meta)
+            "engine": settings.user_medoids.engine, "inputs": inputs.lineage(), **layout}
+    storage.write(user_medoid_shard(shard, shards).name, dt, table, metadata=meta)
     return {"shard": shard, "shards": shards, "users": stats.users, "medoids": stats.medoids}
 
 
@@ -122,13 +125,13 @@ def finish(storage: Storage, settings: Settings, dt: date, params: dict[str, Any
         if meta.get("params") != expected:
             raise ValueError(f"shard {s} of {dt} was computed with other parameters than this run; rerun all shards")
         stats = stats.add(MedoidStats(**meta["stats"]))
-    medoids = pa.concat_tables([inputs.table(f"shard_{s}") for s in range(shards)], promote_options="default")
-    medoids = medoids.take(_by_user_and_rank(medoids)).select(USER_MEDOIDS.columns).cast(arrow_schema(USER_MEDOIDS))
+    medoids = merge_bucketed([(inputs.table(f"shard_{s}"), inputs[f"shard_{s}"].partitions[0].metadata)
+                              for s in range(shards)], ORDER, settings.event_buckets)
     with tracking.tracked_run(NAME, f"{NAME} {dt}", params={**expected, "shards": shards, "date": dt},
                               tags={"dt": dt.isoformat(), "step": NAME}, settings=settings) as active:
-        table, layout = by_user(medoids, settings.event_buckets)  # notification shards read only their buckets
-        written = storage.write(USER_MEDOIDS.name, dt, table,
-                                metadata={"stats": stats.__dict__, "params": expected, "shards": shards, **layout})
+        written = storage.write(USER_MEDOIDS.name, dt, medoids,  # notification shards read only their buckets
+                                metadata={"stats": stats.__dict__, "params": expected, "shards": shards,
+                                          "buckets": settings.event_buckets})
         tracking.log_lineage(inputs)
         metrics = _metrics(medoids, stats)
         if inputs["truth_users"].partitions:
@@ -145,20 +148,6 @@ def run(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] |
     """Every shard then the combined partition, in this process (the DAG maps shards over workers)."""
     results = [run_part(storage, settings, dt, params, shard) for shard in parts(storage, settings, dt, params)]
     return finish(storage, settings, dt, params, results)
-
-
-def _by_user_and_rank(medoids: pa.Table) -> np.ndarray:
-    """Row order by (user_id, rank) of concatenated shards.
-
-    Each shard is sorted so and a user is in one shard, so a stable sort by user alone (a merge of
-    the shards' sorted runs) gives that order; a full two-key sort runs only if it does not.
-    """
-    user, rank = (medoids.column(c).to_numpy().astype(np.int64) for c in ("user_id", "rank"))
-    order = np.argsort(user, kind="stable")
-    u, r = user[order], rank[order]
-    if ((u[1:] == u[:-1]) & (r[1:] <= r[:-1])).any():
-        order = np.lexsort((rank, user))
-    return order
 
 
 def _metrics(medoids: pa.Table, stats: MedoidStats) -> dict[str, float]:
