@@ -141,14 +141,16 @@ def log_records(records: list[dict[str, Any]]) -> None:
 
     from recsys_notify.core.datasets import lookup
 
+    datasets = []
     for rec in records:
         columns = lookup(rec["dataset"]).columns
         with warnings.catch_warnings():  # MLflow registers its local artifact source twice and warns on every path
             warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-            ds = mlflow.data.from_pandas(pd.DataFrame({c: [] for c in columns}), source=rec["uri"],
-                                         name=f"{rec['dataset']}/dt={rec['dt'].replace('-', '')}",
-                                         digest=str(rec["version"] or rec["rows"])[:36])
-        mlflow.log_input(ds, context=rec["role"])
+            datasets.append(mlflow.data.from_pandas(pd.DataFrame({c: [] for c in columns}), source=rec["uri"],
+                                                    name=f"{rec['dataset']}/dt={rec['dt'].replace('-', '')}",
+                                                    digest=str(rec["version"] or rec["rows"])[:36]))
+    if datasets:  # one store transaction for every input, not one each
+        mlflow.log_inputs(datasets, contexts=[rec["role"] for rec in records], tags_list=[None] * len(records))
     mlflow.log_dict({"inputs": records}, "inputs.json")
 
 
