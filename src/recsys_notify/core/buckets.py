@@ -87,8 +87,9 @@ def merge_bucketed(parts: Sequence[tuple[pa.Table, dict]], order: Sequence[str],
         bounds = zip(np.r_[0, cuts], np.r_[cuts, len(bucket)])
         pieces += [(int(bucket[lo]), table.slice(lo, hi - lo)) for lo, hi in bounds if hi > lo]
     if len({b for b, _ in pieces}) == len(pieces):
-        return pa.concat_tables([piece for _, piece in sorted(pieces, key=lambda p: p[0])] or tables[:1])
-    whole = pa.concat_tables(tables)
+        return pa.concat_tables([piece for _, piece in sorted(pieces, key=lambda p: p[0])] or tables[:1],
+                                promote_options="default")  # an empty shard's columns may be typed null
+    whole = pa.concat_tables(tables, promote_options="default")
     return whole.take(np.lexsort([whole.column(c).to_numpy() for c in [*order[::-1], BUCKET]]))
 
 
