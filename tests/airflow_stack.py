@@ -74,7 +74,7 @@ class AirflowApi:
         return self._token
 
     def api(self, method: str, path: str, expect: int | None = 200, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token()}"}
+        headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
         for _ in range(SQLITE_LOCK_RETRIES):  # the SQLite metadata DB refuses a write while the scheduler holds it
             resp = httpx.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=60, **kwargs)
             if not (resp.status_code == 503 and "Database is locked" in resp.text):
