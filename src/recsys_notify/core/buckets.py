@@ -89,8 +89,7 @@ def merge_bucketed(parts: Sequence[tuple[pa.Table, dict]], order: Sequence[str],
     if len({b for b, _ in pieces}) == len(pieces):
         return pa.concat_tables([piece for _, piece in sorted(pieces, key=lambda p: p[0])] or tables[:1],
                                 promote_options="default")  # an empty shard's columns may be typed null
-    whole = pa.concat_tables(tables, promote_options="default")
-    return whole.take(np.lexsort([whole.column(c).to_numpy() for c in [*order[::-1], BUCKET]]))
+    return by_user_sorted(pa.concat_tables(tables, promote_options="default"), order, buckets)[0]
 
 
 def shard_buckets(shard: int, shards: int, buckets: int) -> list[int]:
