@@ -28,6 +28,7 @@ SOURCES = ("global_medoid", "cluster_member", "short_term", "more_global_medoids
            "cluster_alternate", "creator")
 FALLBACKS = ("cluster_alternate", "more_global_medoids", "cold_start", "popular")
 SRC = {name: np.int8(i) for i, name in enumerate(SOURCES)}
+LIST_BLOCK = 16_384  # queries per block of CandidateIndex.lists
 
 
 @dataclass
@@ -73,6 +74,7 @@ class CandidateIndex:
         self.index.add(inputs.cluster_vectors)
         self.k_all = min(max(cfg.k_neighbours, cfg.more_neighbours), len(inputs.cluster_ids))
         self.items, self.is_rep = self._cluster_items()
+        self.item_prior = self._priors(self.items)
         self.alternates = self._alternates()
         self.popular = self._popular()
         self.creators, self.creator_items = self._creator_items()
@@ -97,8 +99,13 @@ class CandidateIndex:
         is_rep[where] = both["rep"].to_numpy(bool)
         return items, is_rep
 
-    def _alternates(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(clusters, language slots + any, A) popular items of each cluster not already in its item lists."""
+    def _priors(self, items: np.ndarray) -> np.ndarray:
+        """The prior of each entry of an item table (-inf where it pads), gathered once, not per query."""
+        return np.where(items >= 0, self.inputs.catalogue.prior[np.maximum(items, 0)], -np.inf)
+
+    def _alternates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(clusters, language slots + any, A) popular items of each cluster not already in its item lists,
+        with their representative flags (none) and priors."""
         inp, a = self.inputs, self.cfg.alternates_per_cluster
         cat = inp.catalogue
         if a == 0:
@@ -120,7 +127,7 @@ class CandidateIndex:
         both = both[both["r"] < a]
         items = np.full((len(inp.cluster_ids), self.any_slot + 1, a), -1, dtype=np.int64)
         items[both["cluster_pos"].to_numpy(), both["slot"].to_numpy(), both["r"].to_numpy()] = both["item_pos"]
-        return items, np.zeros(items.shape, dtype=bool)
+        return items, np.zeros(items.shape, dtype=bool), self._priors(items)
 
     def _creator_items(self) -> tuple[np.ndarray, np.ndarray]:
         """Creator ids (sorted) and their ``items_per_cluster`` allowed items of highest prior, -1 padded."""
@@ -169,12 +176,21 @@ class CandidateIndex:
         return idx, sims
 
     def lists(self, seed_pos: np.ndarray, slot: np.ndarray, knn: tuple[np.ndarray, np.ndarray],
-              ranks: slice, table: tuple[np.ndarray, np.ndarray] | None = None) -> Lists:
+              ranks: slice, table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Lists:
         """Candidate lists for (seed, slot) rows from the clusters at ``ranks`` of each seed's neighbours.
 
-        ``table`` is the per-cluster item table to draw from (default: representatives and top members).
+        ``table`` is the per-cluster (items, representative flags, priors) to draw from (default:
+        representatives and top members). Rows go in blocks: the temporaries of one block are reused
+        memory, where whole-shard temporaries are fresh pages the kernel must zero.
         """
-        cluster_items, cluster_rep = table if table is not None else (self.items, self.is_rep)
+        blocks = [self._lists(seed_pos[i:i + LIST_BLOCK], slot[i:i + LIST_BLOCK], knn, ranks, table)
+                  for i in range(0, max(len(seed_pos), 1), LIST_BLOCK)]
+        return Lists(*(np.concatenate([getattr(b, f.name) for b in blocks]) for f in fields(Lists)))
+
+    def _lists(self, seed_pos: np.ndarray, slot: np.ndarray, knn: tuple[np.ndarray, np.ndarray],
+               ranks: slice, table: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> Lists:
+        cluster_items, cluster_rep, cluster_prior = table if table is not None else (self.items, self.is_rep,
+                                                                                     self.item_prior)
         idx, sims = knn
         c = idx[seed_pos, ranks]  # (Q, k')
         s = sims[seed_pos, ranks]
@@ -184,12 +200,12 @@ class CandidateIndex:
         rep = cluster_rep[c, slot[:, None]]
         items = np.where(valid_c[..., None], items, -1)
         q, k, m = items.shape
+        prior = np.where(valid_c[..., None], cluster_prior[c, slot[:, None]], -np.inf).reshape(q, k * m)
         items = items.reshape(q, k * m)
         sim = np.repeat(s, m, axis=1)
         clus = np.repeat(c, m, axis=1)
         rep = rep.reshape(q, k * m)
-        prior = np.where(items >= 0, self.inputs.catalogue.prior[np.maximum(items, 0)], -np.inf)
-        score = np.where(items >= 0, np.maximum(sim, 1e-3) * prior, -np.inf)
+        score = np.maximum(sim, 1e-3) * prior  # -inf where an entry pads
         p = min(self.cfg.candidates_per_seed, k * m)
         top = np.argpartition(-score, p - 1, axis=1)[:, :p] if p < k * m else np.broadcast_to(np.arange(p), score.shape)
         order = np.argsort(-np.take_along_axis(score, top, axis=1), axis=1, kind="stable")
