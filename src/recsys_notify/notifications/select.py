@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from recsys_notify.core.config import NotificationSettings
-from recsys_notify.notifications.arrays import Arrays
+from recsys_notify.notifications.arrays import Arrays, dense_unique
 from recsys_notify.notifications.candidates import SRC, CandidateIndex, Rows, expand, popular_rows, rep_source
 from recsys_notify.notifications.ranking import best_in_groups, best_per_key, champion_scores, transparent
 
@@ -50,10 +50,11 @@ class Selector:
         self.s_item = seeds["item_pos"].to_numpy(np.int64)
         self.s_weight = seeds["weight"].to_numpy(np.float32)
         self.s_short = (seeds["kind"] == "short_term").to_numpy()
-        self.seed_items, seed_pos = np.unique(self.s_item, return_inverse=True)
+        self.seed_items, seed_pos = dense_unique(self.s_item, inputs.n_items)
         self.knn = self.ci.neighbours(self.seed_items)
         self.n_slots = self.ci.any_slot + 1
-        self.q_keys, self.s_q = np.unique(seed_pos * self.n_slots + self.user_slot[self.s_user], return_inverse=True)
+        self.q_keys, self.s_q = dense_unique(seed_pos * self.n_slots + self.user_slot[self.s_user],
+                                             len(self.seed_items) * self.n_slots)
         self.k = min(cfg.k_neighbours, self.ci.k_all)
         self.main = self.ci.lists(self.q_keys // self.n_slots, self.q_keys % self.n_slots, self.knn, slice(0, self.k))
 
@@ -120,12 +121,11 @@ class Selector:
         count = np.bincount(rows.user - lo, minlength=hi - lo)
         short = lo + np.flatnonzero(self.target[lo:hi] & (count < self.cfg.min_candidates))
         if len(short) and self.ci.alternates is not None:  # the same clusters' next-best items come first
-            rows = self._dedupe_and_filter(Rows.concat([rows, self._alternates(short, a, b)]))
+            rows = self._refill(rows, short, self._alternates(short, a, b))
             count = np.bincount(rows.user - lo, minlength=hi - lo)
             short = lo + np.flatnonzero(self.target[lo:hi] & (count < self.cfg.min_candidates))
         if len(short):
-            extra = Rows.concat(self._fallback(short, a, b))
-            rows = self._dedupe_and_filter(Rows.concat([rows, extra]))
+            rows = self._refill(rows, short, Rows.concat(self._fallback(short, a, b)))
             count = np.bincount(rows.user - lo, minlength=hi - lo)
         score = self._score(rows)
         if ranker is not None and len(rows):
@@ -139,6 +139,16 @@ class Selector:
         """Best edge per (user, item), in (user, item) order (sorted keys also make the filter lookups fast)."""
         rows = rows.take(best_per_key(self.inputs.keys(rows.user, rows.item), self._score(rows)))
         return rows.take(np.flatnonzero(self.keep(rows)))
+
+    def _refill(self, rows: Rows, users: np.ndarray, extra: Rows) -> Rows:
+        """Add fallback rows of ``users`` (sorted) to deduplicated ``rows``: only those users' rows are redone.
+
+        Their old rows stay ahead of the new ones, so ties are broken as if every row were redone.
+        """
+        mine = in_sorted(rows.user, users)
+        merged = Rows.concat([rows.take(np.flatnonzero(~mine)),
+                              self._dedupe_and_filter(Rows.concat([rows.take(np.flatnonzero(mine)), extra]))])
+        return merged.take(np.argsort(self.inputs.keys(merged.user, merged.item), kind="stable"))
 
     def _score(self, rows: Rows) -> np.ndarray:
         score = transparent(rows.sim, self.inputs.catalogue.prior[rows.item])
