@@ -233,8 +233,8 @@ class NotificationSettings(_Strict):
     """rank with the registry's two-tower champion when one exists"""
     shards: int = Field(4, ge=1, le=1024)
     """user-hash shards (one mapped task each, reading only their users' buckets); the outbox does not depend on it"""
-    shard_users: int = Field(100_000, ge=1)
-    """users scored per batch inside a shard (bounds memory)"""
+    shard_users: int = Field(20_000, ge=1)
+    """users scored per batch inside a shard: small batches bound memory and reuse it (fresh pages are slow)"""
     thumbnail_uri: str = "s3://recsys-media/thumbnails/{item_id}.jpg"
     """image URI pattern ({item_id} is replaced)"""
 
