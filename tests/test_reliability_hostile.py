@@ -198,3 +198,15 @@ def test_id_index_with_ids_at_plus_minus_2_pow_62():
     index = IdIndex(np.array([-(2**62), 0, 2**62], dtype=np.int64))
     pos, found = index.find(np.array([2**62, 5, -(2**62)], dtype=np.int64))
     assert found.tolist() == [True, False, True] and pos[found].tolist() == [2, 0]
+
+
+@pytest.mark.parametrize("ids", [np.array([5, 3, 5, 9, 3, 5]), np.array([2**62, -(2**62), 2**62, 7])])
+def test_tally_counts_like_np_unique_over_dense_and_spread_ids(ids):
+    """Dense ids are counted by bincount, ids spread over +-2^62 by sorting: both give np.unique's counts."""
+    from recsys_notify.notifications.arrays import tally
+
+    item, n = tally(ids.astype(np.int64))
+    want, counts = np.unique(ids, return_counts=True)
+    assert item.tolist() == want.tolist() and n.tolist() == counts.tolist()
+    item, n = tally(ids.astype(np.int64), np.arange(len(ids)))
+    assert n.tolist() == [int(np.arange(len(ids))[ids == i].sum()) for i in want]

@@ -101,6 +101,17 @@ def test_resolved_inputs_read_the_pinned_version(store):
     store.write("events", D1, frame(1, offset=200))  # replaced twice: the pinned version is gone
     with pytest.raises(StorageError, match="events dt=2026-11-01 version .* was replaced while this run"):
         inputs.frame("e")
+    with pytest.raises(StorageError, match="events dt=2026-11-01 version .* was replaced while this run"):
+        list(store.iter_batches(inputs["e"].partitions[0], ["item_id"]))
+
+
+def test_a_scan_in_batches_yields_every_row_of_the_pinned_version(store):
+    store.write("events", D1, frame(50))
+    inputs = resolve(store, {"e": day(EVENTS, D1)})
+    store.write("events", D1, frame(3, offset=100))
+    batches = list(store.iter_batches(inputs["e"].partitions[0], ["item_id", "ts"], rows=7))
+    assert max(b.num_rows for b in batches) == 7 and batches[0].schema.names == ["item_id", "ts"]
+    assert pa.Table.from_batches(batches).equals(inputs.table("e", ["item_id", "ts"]))
 
 
 def test_missing_partition_errors_name_the_producer(store):

@@ -20,7 +20,7 @@ and filtered by the same hash (same rows, the cost of a full scan); rewriting su
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from math import gcd
 from typing import TYPE_CHECKING
 
@@ -98,22 +98,6 @@ def shard_buckets(shard: int, shards: int, buckets: int) -> list[int]:
         raise ValueError(f"shard {shard} out of range 0..{shards - 1}")
     g = gcd(shards, buckets)
     return [b for b in range(buckets) if b % g == shard % g]
-
-
-STREAM_GROUPS = 8  # bucket groups a whole-partition scan reads one at a time
-
-
-def iter_bucket_groups(storage: Storage, partition: Partition, columns: Sequence[str]) -> Iterator[pa.Table]:
-    """Every row of ``partition`` (``columns``), one group of buckets at a time, so a scan of all users holds
-    ``1 / gcd(B, 8)`` of the day (the whole day for a partition written before bucketing)."""
-    buckets = int(partition.metadata.get("buckets") or 0)
-    if BUCKET not in partition.columns or not buckets:
-        yield storage.read_partition(partition, list(columns))
-        return
-    groups = gcd(buckets, STREAM_GROUPS)
-    for g in range(groups):
-        yield storage.read_partition(partition, list(columns),
-                                     filters=[(BUCKET, "in", shard_buckets(g, groups, buckets))])
 
 
 def read_shard(storage: Storage, partition: Partition, columns: Sequence[str] | None, shard: int,

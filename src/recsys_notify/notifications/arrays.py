@@ -59,22 +59,36 @@ class Tables:
     popularity: pd.DataFrame | None = None
 
 
-def positive(table: pa.Table, cfg: NotificationSettings) -> np.ndarray:
+def positive(table: pa.Table | pa.RecordBatch, cfg: NotificationSettings) -> np.ndarray:
     """Positive views of an events table with engagement columns: completed, liked or shared."""
     return (table.column("completion").to_numpy() > cfg.positive_completion) \
         | table.column("liked").to_numpy(zero_copy_only=False) | table.column("shared").to_numpy(zero_copy_only=False)
 
 
-def count_positives(tables: Iterable[pa.Table], cfg: NotificationSettings) -> pd.DataFrame:
+def count_positives(tables: Iterable[pa.Table | pa.RecordBatch], cfg: NotificationSettings) -> pd.DataFrame:
     """Positive views per item (``item_id``, ``positives``) over ``tables``, read one at a time."""
     ids, counts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for table in tables:
-        item, n = np.unique(table.column("item_id").to_numpy()[positive(table, cfg)], return_counts=True)
-        ids.append(item.astype(np.int64))
-        counts.append(n.astype(np.int64))
-    item, inverse = np.unique(np.concatenate(ids), return_inverse=True)
-    return pd.DataFrame({"item_id": item, "positives": np.bincount(inverse, np.concatenate(counts),
-                                                                    len(item)).astype(np.int64)})
+        item, n = tally(table.column("item_id").to_numpy().astype(np.int64, copy=False)[positive(table, cfg)])
+        ids.append(item)
+        counts.append(n)
+    item, n = tally(np.concatenate(ids), np.concatenate(counts))
+    return pd.DataFrame({"item_id": item, "positives": n})
+
+
+def tally(ids: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct ``ids`` and how often each occurs (or its summed integer ``weights``).
+
+    A bincount when the ids span a range not much larger than their number, else a sort.
+    """
+    if len(ids) and int(ids.max()) - int(ids.min()) < 4 * len(ids) + 1_000_000:
+        lo = int(ids.min())
+        n = np.bincount(ids - lo, weights).astype(np.int64)
+        item = np.flatnonzero(n)
+        return item + lo, n[item]
+    item, inverse = np.unique(ids, return_inverse=True)
+    ones = np.ones(len(ids), np.int64) if weights is None else weights
+    return item.astype(np.int64), np.bincount(inverse, ones, len(item)).astype(np.int64)
 
 
 def event_columns(age: int, cfg: NotificationSettings) -> list[str]:

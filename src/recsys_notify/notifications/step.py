@@ -7,7 +7,7 @@ feedback of earlier dates (so rerunning a date reproduces the same outbox); the 
 window; and the events of ``dt + 1`` when they exist, for evaluation.
 
 :func:`prepare` counts item popularity once (``item_popularity``, the one input every user shares,
-streamed bucket group by bucket group); :func:`run_part` chooses the messages of one shard of users,
+streamed in batches); :func:`run_part` chooses the messages of one shard of users,
 reading only their buckets of events, user medoids and delivery history, and commits the shard's
 partial outbox and feedback; :func:`finish` writes ``outbox``, ``delivery_log`` and
 ``delivery_feedback`` of ``dt`` as one commit and logs counts, evaluation and lineage to MLflow;
@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from recsys_notify.core import tracking
-from recsys_notify.core.buckets import by_user_sorted, iter_bucket_groups, merge_bucketed, read_shard
+from recsys_notify.core.buckets import by_user_sorted, merge_bucketed, read_shard
 from recsys_notify.core.config import NotificationSettings, Settings, resolve_path
 from recsys_notify.core.datasets import (
     DELIVERY_FEEDBACK,
@@ -166,14 +166,14 @@ def parts(storage: Storage, settings: Settings, dt: date, params: dict[str, Any]
 def prepare(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Check that every input of ``dt`` is there, then commit ``item_popularity`` of ``dt`` (before the shards).
 
-    Popularity reads only the engagement columns of the popularity days, one group of buckets at a time.
+    Popularity reads only the engagement columns of the popularity days, streamed in batches.
     """
     settings = _settings(settings, params)
     cfg = settings.notifications
     inputs = resolve_inputs(storage, settings, dt)
     recent = [p for p in inputs["events"].partitions if (dt - p.dt).days < cfg.popularity_days]
     columns = ["item_id", "completion", "liked", "shared"]
-    counts = arrays.count_positives((t for p in recent for t in iter_bucket_groups(storage, p, columns)), cfg)
+    counts = arrays.count_positives((b for p in recent for b in storage.iter_batches(p, columns)), cfg)
     storage.write(ITEM_POPULARITY.name, dt, counts,
                   metadata={"params": popularity_params(cfg), "inputs": [r for r in inputs.lineage()
                                                                          if r["role"] == "events"]})
