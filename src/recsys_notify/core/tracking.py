@@ -29,9 +29,9 @@ def configure(settings: Settings | None = None) -> str:
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///"):
         settings.local_root().mkdir(parents=True, exist_ok=True)
+        _migrate_once(uri)  # first: another process may be creating the store's tables right now
         if not (settings.mlflow_tracking_uri or settings.mlflow_artifact_root):
             relocate_artifacts(settings.local_root() / "mlflow.db", settings.artifact_root)
-        _migrate_once(uri)
     mlflow.set_tracking_uri(uri)
     return uri
 
