@@ -13,6 +13,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from recsys_notify.core.contract import EMBEDDING_DIM, ContractError, embedding_matrix
 from recsys_notify.core.datasets import GEM_EMBEDDINGS, ITEMS
@@ -37,24 +39,52 @@ def item_vectors(inputs: Inputs, source: Source = "content", dim: int | None = 1
 
     Unknown ids requested in ``item_ids`` are an error naming how many and one example.
     """
-    frame = inputs.dimension(role, ["item_id", "embedding"])
+    table = inputs.dimension_table(role, ["item_id", "embedding"])
     dt = inputs[role].request.end
+    ids = table.column("item_id").to_numpy().astype(np.int64, copy=False)
     if item_ids is not None:
         wanted = pd.Index(np.asarray(item_ids, dtype=np.int64))
-        pos = pd.Index(frame["item_id"]).get_indexer(wanted)
+        pos = pd.Index(ids).get_indexer(wanted)
         if (pos < 0).any():
             missing = wanted[pos < 0]
             raise ContractError(f"{len(missing)} item id(s) have no {source} embedding on {dt}, e.g. {missing[0]}")
-        frame = frame.iloc[pos]
-    vectors = frame["embedding"].reset_index(drop=True)
+        table, ids = table.take(pos), ids[pos]
+    vectors = table.column("embedding")
     # content vectors have the contract width; gem width is whatever the model wrote (its most common length)
-    width = EMBEDDING_DIM if source == "content" or not len(vectors) else int(vectors.map(np.size).mode().iloc[0])
+    width = EMBEDDING_DIM if source == "content" or not len(vectors) else common_length(vectors)
     if dim is not None and not 0 < dim <= width:
         raise ValueError(f"dim {dim} is out of range for {source} embeddings of width {width}")
-    matrix = embedding_matrix(vectors, dim=width)
-    if dim is not None:
-        matrix = np.ascontiguousarray(matrix[:, :dim])
-    return frame["item_id"].to_numpy(np.int64), matrix
+    matrix = stacked(vectors, width, dim or width)
+    if matrix is None:  # some vector is bad: the pandas path names it
+        matrix = embedding_matrix(vectors.to_pandas(), dim=width)[:, :dim or width]
+    return ids, np.ascontiguousarray(matrix)
+
+
+def common_length(vectors: pa.ChunkedArray) -> int:
+    """The most common length of a list column (the shortest of equally common ones); 1 when all are null."""
+    lengths = pc.list_value_length(vectors).drop_null().to_numpy()
+    return int(np.bincount(lengths).argmax()) if len(lengths) else 1
+
+
+def stacked(vectors: pa.ChunkedArray, width: int, dim: int) -> np.ndarray | None:
+    """The first ``dim`` values of each row of a list column as float32, straight from its Arrow buffers
+    chunk by chunk; None unless every row is ``width`` finite floats, not all zero (then
+    :func:`embedding_matrix` says which row is not)."""
+    parts = []
+    for chunk in vectors.chunks:
+        if chunk.null_count or not pa.types.is_floating(getattr(chunk.type, "value_type", pa.null())):
+            return None
+        if len(chunk) and pc.min_max(pc.list_value_length(chunk)).as_py() != {"min": width, "max": width}:
+            return None
+        values = chunk.flatten()
+        if values.null_count:
+            return None
+        with np.errstate(over="ignore"):
+            matrix = values.to_numpy().astype(np.float32, copy=False).reshape(len(chunk), width)
+        if not (np.isfinite(matrix).all() and matrix.any(axis=1).all()):
+            return None
+        parts.append(matrix[:, :dim])
+    return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
 
 
 def l2_normalize(matrix: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -171,6 +172,12 @@ class Inputs(Mapping[str, Resolved]):
     def dimension(self, role: str, columns: list[str] | None = None, dt_column: str | None = None,
                   shard: tuple[int, int] | None = None, where: tuple[str, pa.Array] | None = None
                   ) -> pd.DataFrame:
+        """:meth:`dimension_table` as a frame."""
+        return self.dimension_table(role, columns, dt_column, shard, where).to_pandas()
+
+    def dimension_table(self, role: str, columns: list[str] | None = None, dt_column: str | None = None,
+                        shard: tuple[int, int] | None = None, where: tuple[str, pa.Array] | None = None
+                        ) -> pa.Table:
         """Rows as of the date: an id listed in several partitions takes the newest partition's row.
 
         Rows stay in partition order (the row kept is the newest one, at its position); ``dt_column``
@@ -187,11 +194,12 @@ class Inputs(Mapping[str, Resolved]):
                 table = table.append_column(dt_column, pa.array([p.dt] * table.num_rows, pa.date32()))
             tables.append(table)
         if not tables:
-            return self.frame(role, wanted)
-        frame = pa.concat_tables(tables, promote_options="default").to_pandas()
-        if len(tables) > 1:
-            frame = frame.drop_duplicates(key, keep="last").reset_index(drop=True)
-        return frame if columns is None else frame[list(columns) + ([dt_column] if dt_column else [])]
+            return self.table(role, wanted)
+        table = pa.concat_tables(tables, promote_options="default")
+        if len(tables) > 1 and table.num_rows:
+            keep = last_rows(table, key)
+            table = table if len(keep) == table.num_rows else table.take(keep)
+        return table if columns is None else table.select(list(columns) + ([dt_column] if dt_column else []))
 
     def lineage(self) -> list[dict[str, Any]]:
         """One record per partition read: role, dataset, date, committed version, rows, location."""
@@ -202,6 +210,12 @@ class Inputs(Mapping[str, Resolved]):
     def summary(self) -> dict[str, list[str]]:
         """Role -> partition dates read (short enough for a step result)."""
         return {role: [d.isoformat() for d in r.dates] for role, r in self._resolved.items()}
+
+
+def last_rows(table: pa.Table, key: list[str]) -> np.ndarray:
+    """Positions, ascending, of the last row of each distinct ``key`` (``drop_duplicates(keep="last")``)."""
+    rows = table.select(key).append_column("_row", pa.array(np.arange(table.num_rows)))
+    return np.sort(rows.group_by(key, use_threads=False).aggregate([("_row", "max")]).column("_row_max").to_numpy())
 
 
 class StaleInputError(MissingPartitionError):
