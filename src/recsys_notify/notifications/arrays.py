@@ -36,6 +36,7 @@ COLUMNS = {
     "frames": ["item_id", "frame_ts", "embedding", "image_uri"],
 }
 ANY_LANGUAGE = "*"
+SEED_KINDS = ["medoid", "short_term"]  # the categories of ``Arrays.seeds["kind"]``
 
 
 @dataclass
@@ -161,6 +162,13 @@ def unique_sorted(values: np.ndarray) -> np.ndarray:
     return values[np.concatenate(([True], values[1:] != values[:-1]))]
 
 
+def union_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of two sorted distinct arrays: a stable sort merges the two runs in linear time."""
+    both = np.concatenate([a, b])
+    both.sort(kind="stable")
+    return both[np.concatenate(([True], both[1:] != both[:-1]))] if len(both) > 1 else both
+
+
 def dense_unique(values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(values, return_inverse=True)`` of values in ``[0, size)``, by marking, not sorting."""
     present = np.zeros(size, dtype=bool)
@@ -278,9 +286,11 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
     if not np.isfinite(imp).all():
         raise ContractError("user_medoids: importance has NaN or inf values")
     m_user = uindex.find(medoids["user_id"])[0]
-    top = pd.Series(imp).groupby(m_user).transform("max").to_numpy()
-    seeds = [pd.DataFrame({"user_pos": m_user, "item_pos": cat.positions(medoids["item_id"], "user_medoids"),
-                           "weight": np.where(top > 0, imp / np.where(top > 0, top, 1), 1.0), "kind": "medoid"})]
+    top = np.full(len(user_ids), -np.inf)
+    np.maximum.at(top, m_user, imp)
+    top = top[m_user]
+    seed_parts = [(m_user, cat.positions(medoids["item_id"], "user_medoids"),
+                   np.where(top > 0, imp / np.where(top > 0, top, 1), 1.0), np.zeros(len(imp), bool))]
 
     n_items = len(cat.item_ids)
     keys = events.user.astype(np.int64) * n_items + events.item
@@ -293,13 +303,13 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
         recent = pd.DataFrame({"user_pos": events.user[today], "item_pos": events.item[today], "ts": events.ts[today]})
         recent = (recent.sort_values(["user_pos", "ts", "item_pos"], ascending=[True, False, True])
                   .drop_duplicates(["user_pos", "item_pos"]).groupby("user_pos").head(cfg.short_term_items))
-        seeds.append(pd.DataFrame({"user_pos": recent["user_pos"].to_numpy(), "item_pos": recent["item_pos"].to_numpy(),
-                                   "weight": cfg.short_term_weight, "kind": "short_term"}))
-    seeds_df = pd.concat(seeds, ignore_index=True)
-    seeds_df = seeds_df.iloc[np.lexsort((seeds_df["item_pos"].to_numpy(), (seeds_df["kind"] == "short_term").to_numpy(),
-                                         seeds_df["user_pos"].to_numpy()))]
-    no_vector = ~cat.vectors[seeds_df["item_pos"].to_numpy()].any(axis=1)
-    seeds_df = seeds_df[~no_vector].reset_index(drop=True)
+        seed_parts.append((recent["user_pos"].to_numpy(), recent["item_pos"].to_numpy(),
+                           np.full(len(recent), cfg.short_term_weight), np.ones(len(recent), bool)))
+    s_user, s_item, s_weight, s_short = (np.concatenate(column) for column in zip(*seed_parts))
+    order = np.lexsort((s_item, s_short, s_user))
+    order = order[cat.vectors.any(axis=1)[s_item[order]]]  # an item without a vector seeds nothing
+    seeds_df = pd.DataFrame({"user_pos": s_user[order], "item_pos": s_item[order], "weight": s_weight[order],
+                             "kind": pd.Categorical.from_codes(s_short[order].astype(np.int8), SEED_KINDS)})
 
     # delivery history (earlier dates only, so a rerun of dt never sees its own output)
     sent_keys, sent_counts = [], np.zeros(len(user_ids), dtype=np.int64)
@@ -316,12 +326,13 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
         if age == 1:
             yesterday = log[["user_id", "item_id"]]
     unengaged = _unengaged_keys(tables.delivery_feedback, uindex, cat.index)
-    excluded = unique_sorted(np.concatenate([watched, *sent_keys, unengaged]))
+    excluded = union_sorted(watched, unique_sorted(np.concatenate([*sent_keys, unengaged])))
 
     allowed = ~np.isin(cat.item_ids, blocked)
     clusters = _clusters(gm, gc, cat, settings)
     counts = {"users": len(user_ids), "items": n_items, "user_medoid_rows": len(medoids),
-              "users_with_seeds": int(seeds_df["user_pos"].nunique()), "blocked_items": int((~allowed).sum()),
+              "users_with_seeds": int(np.count_nonzero(np.bincount(seeds_df["user_pos"], minlength=1))),
+              "blocked_items": int((~allowed).sum()),
               "history_events": int((events.age < cfg.history_days).sum())}
     return Arrays(dt, cat, user_ids, user_lang, seeds_df, *clusters, templates, excluded, allowed, sent_counts,
                   yesterday, today_watched, today_played, counts, user_lang_str,
