@@ -342,3 +342,15 @@ def test_item_popularity_counts_every_users_recent_positives(world, upstream):
     counted = arrays.build(nt.read_tables(inputs, settings, DT, (0, 2)), settings, DT).catalogue
     assert whole.pop.sum() > 0
     np.testing.assert_array_equal(counted.pop, whole.pop)
+
+
+def test_formatted_equals_formatting_every_row():
+    """Rows formatted once per distinct value give the per-row strings, -0.0, NaN and None included."""
+    sims = np.array([0.5, -0.0, 0.0, np.nan, 0.5, np.nan], dtype=np.float32)
+    ids = np.array([1, 1, 1, 2, 1, 2])
+    names = np.array(["a", None, "a", "b", "a", None], dtype=object)
+    def fmt(s, i, n):
+        return f"{s:.2f}/{i}/{n}"
+    got = arrays.formatted(fmt, sims, ids, names)
+    assert got.dtype == object and got.tolist() == [fmt(*row) for row in zip(sims.tolist(), ids.tolist(), names)]
+    assert got[1] == "-0.00/1/None" and arrays.formatted(fmt, sims[:0], ids[:0], names[:0]).tolist() == []

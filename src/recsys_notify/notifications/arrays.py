@@ -8,7 +8,7 @@ date), events of the history window ending on ``dt``, delivery logs and feedback
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -160,6 +160,20 @@ def unique_sorted(values: np.ndarray) -> np.ndarray:
     if len(values) < 2:
         return values
     return values[np.concatenate(([True], values[1:] != values[:-1]))]
+
+
+def formatted(fmt: Callable[..., str], *columns: np.ndarray) -> np.ndarray:
+    """``fmt(*row)`` (Python scalars) for each row of ``columns``, as an object array; each distinct row is
+    formatted once (a day's messages repeat few items and templates). Floats are told apart by their bits."""
+    key = np.zeros(len(columns[0]), np.int64)
+    for column in columns:
+        column = np.asarray(column)
+        codes, distinct = pd.factorize(column.view(f"i{column.itemsize}") if column.dtype.kind == "f" else column,
+                                       use_na_sentinel=False)
+        key = pd.factorize(key * len(distinct) + codes)[0]
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    texts = [fmt(*row) for row in zip(*(np.asarray(c)[first].tolist() for c in columns))]
+    return np.array(texts, dtype=object)[inverse]
 
 
 def union_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:

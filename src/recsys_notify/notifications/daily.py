@@ -17,7 +17,7 @@ import pandas as pd
 
 from recsys_notify.core.config import Settings
 from recsys_notify.core.templates import Phrases
-from recsys_notify.notifications.arrays import Arrays
+from recsys_notify.notifications.arrays import Arrays, formatted
 from recsys_notify.notifications.candidates import SOURCES, CandidateIndex
 from recsys_notify.notifications.delivery import (
     OUTBOX_COLUMNS,
@@ -162,7 +162,7 @@ def build_outbox(inputs: Arrays, choice: Choice, held_out: np.ndarray, version: 
                                               phrases)], axis=1)
     frame["date"] = inputs.dt
     frame["language"] = lang
-    frame["thumbnail"] = [cfg.thumbnail_uri.format(item_id=i) for i in item_ids]
+    frame["thumbnail"] = formatted(lambda i: cfg.thumbnail_uri.format(item_id=i), item_ids)
     interest, kind = interests(choice.seed, choice.cluster, inputs.cluster_reps)
     image = choose_frames(inputs.keyframes, choice.item, interest, kind,
                           inputs.content if inputs.content is not None else cat.vectors)
@@ -172,22 +172,20 @@ def build_outbox(inputs: Arrays, choice: Choice, held_out: np.ndarray, version: 
     frame["score"] = choice.score.astype(np.float64)
     frame["source"] = np.array(SOURCES)[choice.source]
     frame["model_version"] = version
-    text_lang = np.array([str(templates[p].get("language", lang[i])) for i, p in enumerate(template_pos.tolist())],
-                         dtype=object)
-    images = ["image cover" if s == 2 else
-              f"image frame {ts:.2f}s (closest to the {FRAME_SOURCES[s]} item {iid}, cosine {c:.2f})"
-              for s, ts, iid, c in zip(image.source.tolist(), image.ts.tolist(), interest_ids.tolist(),
-                                       image.cosine.tolist())]
+    def text(pos: int, lv: str, lg: str, fi: bool) -> str:
+        tl = str(templates[pos].get("language", lg))
+        return (f"; text {templates[pos]['template_id']} ({lv}, language {lg}{' from the item' if fi else ''}"
+                f"{'' if tl in (lg, '*') else f', template language {tl}'}); ")
+
+    images = formatted(lambda s, ts, iid, c: "image cover" if s == 2 else
+                       f"image frame {ts:.2f}s (closest to the {FRAME_SOURCES[s]} item {iid}, cosine {c:.2f})",
+                       image.source, image.ts, interest_ids, image.cosine)
     creator = cat.frame["creator_id"].to_numpy(np.int64)[choice.item]
     user_creator = inputs.user_creator[choice.user] if inputs.user_creator is not None else np.full(len(creator), -1)
     by_creator = cfg.creator_affinity & (user_creator >= 0) & (creator == user_creator)
     gain = f"; dominant creator x{1 + cfg.creator_boost:g}"
-    frame["reason"] = [f"{why}{gain if boosted else ''}; text {tid} "
-                       f"({lv}, language {lg}{' from the item' if fi else ''}"
-                       f"{'' if tl in (lg, '*') else f', template language {tl}'}); {img}"
-                       for why, boosted, tid, lv, lg, fi, tl, img in zip(
-                           reasons(inputs, choice, cluster_ids, champion, version), by_creator, frame["template_id"],
-                           level, lang, from_item, text_lang, images)]
+    frame["reason"] = (reasons(inputs, choice, cluster_ids, champion, version) + np.where(by_creator, gain, "")
+                       + formatted(text, template_pos, level, lang, from_item) + images)
     frame["holdout"] = held_out[choice.user]
     counts = {f"text_{name}": int((level == name).sum()) for name in TEXT_LEVELS}
     counts["language_from_item"] = int(from_item.sum())
@@ -197,16 +195,13 @@ def build_outbox(inputs: Arrays, choice: Choice, held_out: np.ndarray, version: 
     return frame[OUTBOX_COLUMNS], counts  # choices come in user-position order, i.e. ascending user_id
 
 
-def reasons(inputs: Arrays, choice: Choice, cluster_ids: np.ndarray, champion: bool, version: str) -> list[str]:
+def reasons(inputs: Arrays, choice: Choice, cluster_ids: np.ndarray, champion: bool, version: str) -> np.ndarray:
     """Human-readable why: source, seed item and similarity, popularity and age (and the model when used)."""
     cat = inputs.catalogue
     seeds = np.where(choice.seed >= 0, cat.item_ids[np.maximum(choice.seed, 0)], -1)
-    pop, age = cat.pop[choice.item], cat.age_days[choice.item]
     head = f"{version} score; " if champion else ""
-    return [
-        f"{head}{SOURCES[s]}: cluster {c}"
-        + (f", similarity {sim:.2f} to item {seed}" if seed >= 0 else "")
-        + f", {p:.0f} recent positive views, {a:.1f} days old"
-        for s, c, sim, seed, p, a in zip(choice.source.tolist(), cluster_ids.tolist(), choice.sim.tolist(),
-                                         seeds.tolist(), pop.tolist(), age.tolist())
-    ]
+    return (formatted(lambda s, c: f"{head}{SOURCES[s]}: cluster {c}", choice.source, cluster_ids)
+            + formatted(lambda sim, seed: f", similarity {sim:.2f} to item {seed}" if seed >= 0 else "",
+                        choice.sim, seeds)
+            + formatted(lambda p, a: f", {p:.0f} recent positive views, {a:.1f} days old",
+                        cat.pop[choice.item], cat.age_days[choice.item]))
