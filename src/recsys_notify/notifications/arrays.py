@@ -178,6 +178,8 @@ def formatted(fmt: Callable[..., str], *columns: np.ndarray) -> np.ndarray:
 
 def union_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Sorted distinct values of two sorted distinct arrays: a stable sort merges the two runs in linear time."""
+    if len(b) == 0:
+        return a
     both = np.concatenate([a, b])
     both.sort(kind="stable")
     return both[np.concatenate(([True], both[1:] != both[:-1]))] if len(both) > 1 else both
@@ -320,7 +322,7 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
         seed_parts.append((recent["user_pos"].to_numpy(), recent["item_pos"].to_numpy(),
                            np.full(len(recent), cfg.short_term_weight), np.ones(len(recent), bool)))
     s_user, s_item, s_weight, s_short = (np.concatenate(column) for column in zip(*seed_parts))
-    order = np.lexsort((s_item, s_short, s_user))
+    order = np.argsort((s_user * 2 + s_short) * n_items + s_item, kind="stable")  # by user, medoids first, item
     order = order[cat.vectors.any(axis=1)[s_item[order]]]  # an item without a vector seeds nothing
     seeds_df = pd.DataFrame({"user_pos": s_user[order], "item_pos": s_item[order], "weight": s_weight[order],
                              "kind": pd.Categorical.from_codes(s_short[order].astype(np.int8), SEED_KINDS)})
