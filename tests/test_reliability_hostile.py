@@ -208,5 +208,6 @@ def test_tally_counts_like_np_unique_over_dense_and_spread_ids(ids):
     item, n = tally(ids.astype(np.int64))
     want, counts = np.unique(ids, return_counts=True)
     assert item.tolist() == want.tolist() and n.tolist() == counts.tolist()
-    item, n = tally(ids.astype(np.int64), np.arange(len(ids)))
-    assert n.tolist() == [int(np.arange(len(ids))[ids == i].sum()) for i in want]
+    item, n = tally(ids.astype(np.int64), np.arange(len(ids)) - 3)  # a weight sum of 0 keeps its id
+    assert item.tolist() == want.tolist()
+    assert n.tolist() == [int((np.arange(len(ids)) - 3)[ids == i].sum()) for i in want]

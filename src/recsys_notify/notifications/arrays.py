@@ -84,8 +84,9 @@ def tally(ids: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarra
     """
     if len(ids) and int(ids.max()) - int(ids.min()) < 4 * len(ids) + 1_000_000:
         lo = int(ids.min())
-        n = np.bincount(ids - lo, weights).astype(np.int64)
-        item = np.flatnonzero(n)
+        seen = np.bincount(ids - lo)
+        item = np.flatnonzero(seen)
+        n = seen if weights is None else np.bincount(ids - lo, weights).astype(np.int64)
         return item + lo, n[item]
     item, inverse = np.unique(ids, return_inverse=True)
     ones = np.ones(len(ids), np.int64) if weights is None else weights
