@@ -64,6 +64,20 @@ def test_gem_vectors_use_their_own_width_and_latest_partition(store):
         vectors(store, D2, "clip")  # type: ignore[arg-type]
 
 
+def test_a_bad_gem_vector_fails_only_a_read_that_asks_for_it(store):
+    """gem vectors are written by the model, not ingested: a bad one is named when asked for, not otherwise."""
+    emb = np.ones((4, 32), dtype=np.float32) * np.arange(1, 5)[:, None]
+    emb[1, 3] = np.nan
+    store.write("gem_embeddings", D1, pd.DataFrame({"item_id": np.array([10, 20, 30, 40], dtype=np.int64),
+                                                    "embedding": [*emb[:3], emb[3, :16]]}))
+    ids, x = vectors(store, D2, "gem", item_ids=np.array([30, 10]), dim=4)
+    assert ids.tolist() == [30, 10] and x.tolist() == [[3.0] * 4, [1.0] * 4]
+    with pytest.raises(ContractError, match=r"1 embedding\(s\) invalid, first: embedding has NaN or inf \(row 1\)"):
+        vectors(store, D2, "gem", item_ids=np.array([30, 20]), dim=4)
+    with pytest.raises(ContractError, match=r"^2 embedding\(s\) invalid"):  # the NaN one and the short one
+        vectors(store, D2, "gem", dim=4)
+
+
 def test_l2_normalize_keeps_zero_rows():
     out = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
     assert out.dtype == np.float32 and out.tolist() == [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]

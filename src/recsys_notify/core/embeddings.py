@@ -42,27 +42,31 @@ def item_vectors(inputs: Inputs, source: Source = "content", dim: int | None = 1
     table = inputs.dimension_table(role, ["item_id", "embedding"])
     dt = inputs[role].request.end
     ids = table.column("item_id").to_numpy().astype(np.int64, copy=False)
+    rows = None  # every row, else the positions of ``item_ids``
     if item_ids is not None:
         wanted = pd.Index(np.asarray(item_ids, dtype=np.int64))
-        pos = pd.Index(ids).get_indexer(wanted)
-        if (pos < 0).any():
-            missing = wanted[pos < 0]
+        rows = pd.Index(ids).get_indexer(wanted)
+        if (rows < 0).any():
+            missing = wanted[rows < 0]
             raise ContractError(f"{len(missing)} item id(s) have no {source} embedding on {dt}, e.g. {missing[0]}")
-        table, ids = table.take(pos), ids[pos]
+        ids = ids[rows]
     vectors = table.column("embedding")
     # content vectors have the contract width; gem width is whatever the model wrote (its most common length)
-    width = EMBEDDING_DIM if source == "content" or not len(vectors) else common_length(vectors)
+    width = EMBEDDING_DIM if source == "content" or not len(ids) else common_length(vectors, rows)
     if dim is not None and not 0 < dim <= width:
         raise ValueError(f"dim {dim} is out of range for {source} embeddings of width {width}")
-    matrix = stacked(vectors, width, dim or width)
-    if matrix is None:  # some vector is bad: the pandas path names it
-        matrix = embedding_matrix(vectors.to_pandas(), dim=width)[:, :dim or width]
-    return ids, np.ascontiguousarray(matrix)
+    matrix = stacked(vectors, width, dim or width)  # every row, trimmed: cheaper than taking the wide rows first
+    if matrix is None:  # some vector is bad: the pandas path names it if it is one of those asked for
+        wide = vectors.take(rows) if rows is not None else vectors
+        return ids, np.ascontiguousarray(embedding_matrix(wide.to_pandas(), dim=width)[:, :dim or width])
+    return ids, matrix[rows] if rows is not None else np.ascontiguousarray(matrix)
 
 
-def common_length(vectors: pa.ChunkedArray) -> int:
-    """The most common length of a list column (the shortest of equally common ones); 1 when all are null."""
-    lengths = pc.list_value_length(vectors).drop_null().to_numpy()
+def common_length(vectors: pa.ChunkedArray, rows: np.ndarray | None = None) -> int:
+    """The most common length of a list column's ``rows`` (the shortest of equally common ones); 1 when all are null."""
+    lengths = pc.list_value_length(vectors).to_numpy(zero_copy_only=False)  # NaN where null
+    lengths = lengths if rows is None else lengths[rows]
+    lengths = lengths[~np.isnan(lengths)].astype(np.int64) if lengths.dtype.kind == "f" else lengths
     return int(np.bincount(lengths).argmax()) if len(lengths) else 1
 
 
