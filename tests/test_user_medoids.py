@@ -192,3 +192,20 @@ def test_medoids_cover_true_interests_better_than_top_weight(world):
     result = um_step.run(world, settings, DAY, {"shards": 1}).summary
     assert result["eval_topic_coverage"] >= 0.90
     assert result["eval_topic_coverage"] > result["eval_baseline_topic_coverage"]
+
+
+@pytest.mark.parametrize("algorithm", ["dbscan", "hdbscan", "pinnersage"])
+def test_vectors_gathered_per_item_give_the_medoids_of_a_row_per_interaction(algorithm):
+    """A shard hands one vector per distinct item and each row's item code; the medoids are those of the rows."""
+    rng = np.random.default_rng(5)
+    users = {u: _blobs(rng, rng.normal(0, 1, (3, 16)), [12, 20, 6]) for u in range(1, 5)}
+    users[9] = users[9 - 8][:2]  # a user under min_interactions is skipped around
+    frame, X = _interactions(users, rng)
+    codes = rng.permutation(len(X))
+    matrix = np.empty_like(X)
+    matrix[codes] = X
+    cfg = UserMedoidSettings(algorithm=algorithm)
+    want, want_stats = um.compute_medoids(frame, X, DAY, cfg)
+    got, got_stats = um.compute_medoids(frame, clustering.GatheredRows(matrix, codes), DAY, cfg)
+    pd.testing.assert_frame_equal(got, want)
+    assert got_stats == want_stats and got_stats.users_skipped == 1 and len(got) > 10

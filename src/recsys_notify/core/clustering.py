@@ -14,6 +14,8 @@ dropping them, so a rare one-off interest can still earn a medoid slot.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -23,7 +25,25 @@ BIG_USER = 4096  # above this many items a user is processed alone in row blocks
 ROW_BLOCK = 2048
 
 
-def dbscan_components(starts: np.ndarray, sizes: np.ndarray, X: np.ndarray, eps: float, min_samples: int,
+@dataclass(frozen=True)
+class GatheredRows:
+    """Row ``i`` is ``matrix[codes[i]]``, gathered only when indexed: a shard's interactions repeat far
+    fewer items, and a row per interaction (hundreds of MB of fresh memory) is never held."""
+
+    matrix: np.ndarray
+    codes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        return self.matrix[self.codes[key]]
+
+
+Vectors = np.ndarray | GatheredRows  # the row vectors the clusterings read by index
+
+
+def dbscan_components(starts: np.ndarray, sizes: np.ndarray, X: Vectors, eps: float, min_samples: int,
                       budget: int = 1 << 21) -> tuple[np.ndarray, np.ndarray]:
     """DBSCAN (cosine metric, ``dist <= eps``) for every user; returns ``(component, core)`` per row.
 
@@ -63,7 +83,7 @@ def _bucket_sizes(sizes: np.ndarray) -> np.ndarray:
     return np.ceil(4 * 2 ** (steps / 4) - 1e-9).astype(np.int64)
 
 
-def _padded_chunk(X: np.ndarray, starts: np.ndarray, sizes: np.ndarray, size: int, threshold: np.float32,
+def _padded_chunk(X: Vectors, starts: np.ndarray, sizes: np.ndarray, size: int, threshold: np.float32,
                   min_samples: int) -> tuple[np.ndarray, ...]:
     """First padded position (``user * size + row``) of each position's cluster, and core flags, for a chunk."""
     offsets = np.arange(size)
@@ -158,7 +178,7 @@ def _big_user(Xu: np.ndarray, threshold: np.float32, min_samples: int) -> tuple[
     return _first_members(np.arange(n), np.concatenate(rows), np.concatenate(cols)), core
 
 
-def hdbscan_components(starts: np.ndarray, sizes: np.ndarray, X: np.ndarray, min_cluster_size: int,
+def hdbscan_components(starts: np.ndarray, sizes: np.ndarray, X: Vectors, min_cluster_size: int,
                        min_samples: int) -> tuple[np.ndarray, np.ndarray]:
     """HDBSCAN per user (Euclidean on unit vectors, monotone in cosine); noise -> singletons.
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_notify.core.clustering import (
+    Vectors,
     cosine_medoid_scores,
     dbscan_components,
     grouped_order,
@@ -89,7 +90,7 @@ def allocate_slots(cluster_user: np.ndarray, cluster_size: np.ndarray, user_item
 
 # ----- the computation -----
 
-def compute_medoids(interactions: pd.DataFrame, X: np.ndarray, dt: date,
+def compute_medoids(interactions: pd.DataFrame, X: Vectors, dt: date,
                     cfg: UserMedoidSettings) -> tuple[pd.DataFrame, MedoidStats]:
     """Medoids for every user in ``interactions`` (rows sorted by user; ``X`` aligned, unit vectors).
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_notify.core.buckets import BUCKET, DEFAULT_BUCKETS
+from recsys_notify.core.clustering import GatheredRows
 from recsys_notify.core.config import InteractionWeights, Settings, UserMedoidSettings
 from recsys_notify.core.datasets import USER_MEDOIDS, ContractError
 from recsys_notify.core.embeddings import item_vectors, l2_normalize
@@ -46,8 +47,7 @@ def group_medoids(ids: np.ndarray, unit: np.ndarray, dt: date, cfg: UserMedoidSe
         if len(items) and not (ids[pos] == items).all():
             missing = items[ids[pos] != items]
             raise ContractError(f"{len(np.unique(missing))} item id(s) have no embedding on {dt}, e.g. {missing[0]}")
-        X = unit[pos]
-        medoids, stats = compute_medoids(interactions, X, dt, cfg)
+        medoids, stats = compute_medoids(interactions, GatheredRows(unit, pos), dt, cfg)
         counts = pd.DataFrame({c: [0] for c in USER_MEDOIDS.columns}).astype(medoids.dtypes.to_dict())
         return pd.concat([medoids.assign(**{STATS: None}), counts.assign(**{STATS: json.dumps(stats.__dict__)})],
                          ignore_index=True)

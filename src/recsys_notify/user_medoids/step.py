@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from recsys_notify.core import tracking
 from recsys_notify.core.buckets import by_user_sorted, merge_bucketed, user_slot
+from recsys_notify.core.clustering import GatheredRows, Vectors
 from recsys_notify.core.config import Settings
 from recsys_notify.core.datasets import EVENTS, TRUTH_ITEMS, TRUTH_USERS, USER_MEDOIDS, arrow_schema, user_medoid_shard
 from recsys_notify.core.embeddings import VECTORS, item_vectors, l2_normalize, vectors_request
@@ -65,13 +66,13 @@ def resolve_inputs(storage: Storage, settings: Settings, dt: date) -> Inputs:
                              VECTORS: vectors_request(settings.embedding.source, dt)})
 
 
-def shard_inputs(interactions: pd.DataFrame, inputs: Inputs, settings: Settings) -> np.ndarray:
-    """Unit item vectors aligned with ``interactions``' rows."""
+def shard_inputs(interactions: pd.DataFrame, inputs: Inputs, settings: Settings) -> Vectors:
+    """Unit item vectors aligned with ``interactions``' rows (gathered from one row per distinct item)."""
     if len(interactions) == 0:
         return np.zeros((0, settings.embedding.trimmed_dim), dtype=np.float32)
     codes, items = pd.factorize(interactions["item_id"].to_numpy(np.int64))  # hashing, no sort
     _, matrix = item_vectors(inputs, settings.embedding.source, settings.embedding.trimmed_dim, item_ids=items)
-    return l2_normalize(matrix)[codes]  # rows in the order of ``items``
+    return GatheredRows(l2_normalize(matrix), codes)  # matrix rows in the order of ``items``
 
 
 def compute_shard(storage: Storage, settings: Settings, dt: date, shard: int, shards: int
