@@ -157,10 +157,12 @@ class Arrays:
 
 def unique_sorted(values: np.ndarray) -> np.ndarray:
     """Sorted distinct values (sort-based: much faster than ``np.unique``'s hashing on large int64)."""
-    values = np.sort(values)
-    if len(values) < 2:
-        return values
-    return values[np.concatenate(([True], values[1:] != values[:-1]))]
+    return _drop_repeats(np.sort(values))
+
+
+def _drop_repeats(values: np.ndarray) -> np.ndarray:
+    """The distinct values of a sorted array."""
+    return values if len(values) < 2 else values[np.concatenate(([True], values[1:] != values[:-1]))]
 
 
 def formatted(fmt: Callable[..., str], *columns: np.ndarray) -> np.ndarray:
@@ -183,7 +185,7 @@ def union_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a
     both = np.concatenate([a, b])
     both.sort(kind="stable")
-    return both[np.concatenate(([True], both[1:] != both[:-1]))] if len(both) > 1 else both
+    return _drop_repeats(both)
 
 
 def dense_unique(values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
