@@ -92,6 +92,7 @@ def test_embedding_floats_are_byte_stream_split_and_exact_on_every_reader(tmp_pa
     encodings = {chunks.column(i).path_in_schema: chunks.column(i).encodings for i in range(chunks.num_columns)}
     assert "BYTE_STREAM_SPLIT" in encodings["embedding.list.element"]
     assert all("RLE_DICTIONARY" in encodings[c] for c in ("item_id", "watch_time_s", "caption"))
+
     def bits(t: pa.Table) -> tuple[list[int], list[int]]:  # bit patterns: NaN and -0.0 compare exactly
         flat = pa.concat_arrays([c.flatten() for c in t.column("embedding").chunks])
         return (t.column("watch_time_s").to_numpy().view(np.int64).tolist(), flat.to_numpy().view(np.int32).tolist())
