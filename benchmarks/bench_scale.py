@@ -12,7 +12,8 @@ events bucketed by user), then every step runs in fresh processes so its wall ti
 * ``pair_mining_duckdb`` / ``pair_mining_spark``: ``compute_pairs`` on DuckDB and on Spark
   ``local[--workers]`` over the same events.
 
-Printed per size and step: wall s, CPU s, peak RSS, CPU microseconds per user; per step the fitted
+First, the machine's cost of first-touching memory (:func:`first_touch`), against which wall times on
+a VM are read. Printed per size and step: wall s, CPU s, peak RSS, CPU microseconds per user; per step the fitted
 growth exponent ``b`` of ``wall ~ users^b``; then the issue-20 targets as measured in this run
 (never extrapolated), each beside a baseline run in this process: notifications against a
 per-user loop (``bench_notifications.naive`` on ``--baseline-users`` users), global medoids
@@ -167,6 +168,21 @@ def global_medoids_vs_sklearn(items: int, k: int) -> dict[str, float]:
     return {"items": items, "ours_s": ours, "sklearn_s": base, "ratio": base / ours}
 
 
+def first_touch(gb: int = 1) -> dict[str, float]:
+    """Seconds per GB to fill memory new to this process, then to fill the same memory again.
+
+    Every task pays the first rate for its peak RSS. A VM whose guest hands freed pages back to its
+    host (free page reporting, as on this project's Firecracker sandboxes) makes it ~20x the second,
+    so the wall figures are read beside it.
+    """
+    t = time.perf_counter()
+    block = np.ones(gb << 27)  # float64: 2**27 values per GB
+    fresh = time.perf_counter() - t
+    t = time.perf_counter()
+    block[:] = 2.0
+    return {"fresh_s_per_gb": fresh / gb, "reused_s_per_gb": (time.perf_counter() - t) / gb}
+
+
 # ----- orchestration -----
 
 def _fresh(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
@@ -223,7 +239,11 @@ def main() -> int:
                         "run with the same size and --days (steps replace their outputs)")
     args = parser.parse_args()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    results: dict[str, Any] = {"args": vars(args), "sizes": {}, "cores": os.cpu_count()}
+    results: dict[str, Any] = {"args": vars(args), "sizes": {}, "cores": os.cpu_count(),
+                               "first_touch": _fresh(first_touch)}
+    touch = results["first_touch"]
+    print(f"memory of a fresh process: first touch {touch['fresh_s_per_gb']:.2f} s/GB, "
+          f"touched again {touch['reused_s_per_gb']:.2f} s/GB", flush=True)
 
     for users in sorted(args.sizes):
         items = int(np.clip(users // 5, 20_000, 200_000))

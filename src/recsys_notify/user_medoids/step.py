@@ -79,8 +79,9 @@ def compute_shard(storage: Storage, settings: Settings, dt: date, shard: int, sh
                   ) -> tuple[pd.DataFrame, MedoidStats, Inputs]:
     """One shard's medoids (nothing written); reads only the shard's user buckets of each day."""
     inputs = resolve_inputs(storage, settings, dt)
-    events = inputs.frame("events", EVENT_COLUMNS, shard=(shard, shards))
-    interactions = weigh_interactions(events, settings.interaction_weights)
+    # the events die with the weighing: their memory is reused by the clustering instead of adding to its peak
+    interactions = weigh_interactions(inputs.frame("events", EVENT_COLUMNS, shard=(shard, shards)),
+                                      settings.interaction_weights)
     X = shard_inputs(interactions, inputs, settings)
     medoids, stats = compute_medoids(interactions, X, dt, settings.user_medoids)
     return medoids, stats, inputs
