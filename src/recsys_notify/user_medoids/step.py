@@ -11,6 +11,7 @@ in one process (the CLI).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any
 
@@ -131,13 +132,15 @@ def finish(storage: Storage, settings: Settings, dt: date, params: dict[str, Any
                               for s in range(shards)], ORDER, settings.event_buckets)
     with tracking.tracked_run(NAME, f"{NAME} {dt}", params={**expected, "shards": shards, "date": dt},
                               tags={"dt": dt.isoformat(), "step": NAME}, settings=settings) as active:
-        written = storage.write(USER_MEDOIDS.name, dt, medoids,  # notification shards read only their buckets
-                                metadata={"stats": stats.__dict__, "params": expected, "shards": shards,
-                                          "buckets": settings.event_buckets})
-        tracking.log_lineage(inputs)
-        metrics = _metrics(medoids, stats)
-        if inputs["truth_users"].partitions:
-            metrics.update({f"eval_{k}": v for k, v in _evaluate(inputs, medoids, settings).items()})
+        with ThreadPoolExecutor(1) as pool:  # the write encodes in Arrow, off the GIL, while the check runs here
+            writing = pool.submit(storage.write, USER_MEDOIDS.name, dt, medoids,  # notification shards read buckets
+                                  metadata={"stats": stats.__dict__, "params": expected, "shards": shards,
+                                            "buckets": settings.event_buckets})
+            tracking.log_lineage(inputs)
+            metrics = _metrics(medoids, stats)
+            if inputs["truth_users"].partitions:
+                metrics.update({f"eval_{k}": v for k, v in _evaluate(inputs, medoids, settings).items()})
+            written = writing.result()
         mlflow.log_metrics(metrics)
         _size_plot(stats)
     summary = {**{k: v for k, v in stats.__dict__.items() if k != "size_hist"},
