@@ -106,8 +106,9 @@ def count_pairs(engine: SqlEngine, cfg: PairMiningSettings, window: str) -> Coun
     stats["removed_high_positive_share_clients"] = stats.pop("labeled_clients") - stats["interaction_clients"]
 
     engine.materialize("interaction_items", q["interaction_items"])
-    items = engine.query(q["pair_items"]).cast(arrow_schema(PAIR_ITEMS))
-    quarantine = engine.query(q["pair_items_quarantine"]).cast(arrow_schema(PAIR_ITEMS_QUARANTINE))
+    items = engine.query(q["pair_items"], order_by=["item_id"]).cast(arrow_schema(PAIR_ITEMS))
+    quarantine = engine.query(q["pair_items_quarantine"], order_by=["item_id"]).cast(
+        arrow_schema(PAIR_ITEMS_QUARANTINE))
     stats["items"] = items.num_rows
     stats["unknown_items"] = quarantine.num_rows
     stats["removed_unknown_item_rows"] = int(pc.sum(quarantine.column("interactions")).as_py() or 0)
@@ -129,8 +130,9 @@ def count_pairs(engine: SqlEngine, cfg: PairMiningSettings, window: str) -> Coun
                   for row in engine.query(q["candidate_stats"], params).to_pylist()}
     for t in ("positive", "negative"):
         stats[f"candidate_pairs_{t}"] = candidates.get(t, 0)
-    kept = engine.query(q["pairs"], params)
-    interactions = engine.query(q["pair_interactions_sorted"]).cast(arrow_schema(PAIR_INTERACTIONS))
+    kept = engine.query(q["pairs"], params, order_by=["item1", "item2", "pair_type"])  # negative before positive
+    interactions = engine.query(q["pair_interactions_rows"], order_by=["user_id", "item_id"]).cast(
+        arrow_schema(PAIR_INTERACTIONS))
     return Counted(interactions, items, quarantine, kept, candidates, stats)
 
 

@@ -5,6 +5,9 @@
 -- Phase 1a: one row per (client, item) over the window; completion is total watch / duration.
 -- Watch time is summed as whole milliseconds so the sum is exact (same bits on every engine; a
 -- DECIMAL sum is as exact but slower).
+-- Events are repartitioned by client first (a hint to Spark, a comment to DuckDB): the per-client
+-- aggregate then needs no exchange of its own, and the result stays partitioned by client, so the
+-- per-client statements after it (client_labels, the positives' window) shuffle nothing.
 SELECT user_id, item_id, events, watch_time_s, watch_time_s / duration_s AS completion, liked,
        CASE WHEN watch_time_s / duration_s > :positive_completion OR liked THEN 'positive'
             WHEN watch_time_s < :negative_watch_s OR watch_time_s / duration_s < :negative_completion THEN 'negative'
@@ -15,7 +18,7 @@ FROM (
            CAST(sum(CAST(round(watch_time_s * 1000) AS BIGINT)) AS DOUBLE) / 1000 AS watch_time_s,
            max(duration_s) AS duration_s,
            bool_or(liked) AS liked
-    FROM events
+    FROM (SELECT /*+ REPARTITION(user_id) */ * FROM events) by_user
     GROUP BY user_id, item_id
 ) agg
 
@@ -74,13 +77,11 @@ LEFT JOIN (
 SELECT item_id, creator_id, language, duration_s, items_dt, interactions, clients
 FROM interaction_items
 WHERE known
-ORDER BY item_id
 
 -- name: pair_items_quarantine
 SELECT item_id, interactions, clients, 'unknown item_id' AS reason
 FROM interaction_items
 WHERE NOT known
-ORDER BY item_id
 
 -- name: positives
 -- Phase 3a: positives of known items; a client with more than :cap keeps a deterministic
@@ -151,9 +152,9 @@ SELECT 'positive', count(*), count(CASE WHEN num_clients >= :min_clients THEN 1 
 FROM positive_pair_counts
 
 -- name: pairs
--- Kept pairs by item ids, in output order. Each item's row in pair_items (where its content vector
--- sits) is found by the caller in the sorted ids: a row_number() over all items would be one
--- unpartitioned window on Spark.
+-- Kept pairs by item ids. Each item's row in pair_items (where its content vector sits) is found by
+-- the caller in the sorted ids: a row_number() over all items would be one unpartitioned window on
+-- Spark. Outputs are put in order by SqlEngine.query(order_by=...), not by ORDER BY.
 SELECT item1, item2, pair_type, num_clients
 FROM (
     SELECT item1, item2, 'negative' AS pair_type, num_clients
@@ -164,7 +165,6 @@ FROM (
     FROM positive_pair_counts
     WHERE num_clients >= :min_clients
 ) kept
-ORDER BY item1, item2, CASE WHEN pair_type = 'negative' THEN 0 ELSE 1 END
 
--- name: pair_interactions_sorted
-SELECT * FROM pair_interactions ORDER BY user_id, item_id
+-- name: pair_interactions_rows
+SELECT * FROM pair_interactions
