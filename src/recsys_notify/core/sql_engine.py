@@ -168,10 +168,10 @@ class DuckDBEngine(SqlEngine):
                 self.con.execute(f"INSERT INTO {_check_name(name)} {self._text(sql)}", bind(sql, sliced))
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None, order_by: Sequence[str] = ()) -> pa.Table:
-        text = self._text(sql)
+        result = self.con.sql(self._text(sql), params=bind(sql, params))
         if order_by:
-            text = f"SELECT * FROM ({text}) result ORDER BY {', '.join(map(_check_name, order_by))}"
-        return self.con.sql(text, params=bind(sql, params)).to_arrow_table()
+            result = result.order(", ".join(map(_check_name, order_by)))
+        return result.to_arrow_table()
 
     @staticmethod
     def _text(sql: str) -> str:
