@@ -39,7 +39,7 @@ def test_duckdb_and_spark_give_identical_outputs(spark, tiny_world):
         assert a.schema == b.schema, name
         assert a.num_rows > 0 or name == "quarantine"
         assert a.equals(b), name
-    # both engines return each output in its key order (DuckDB by ORDER BY, Spark sorted in Arrow)
+    # both engines return each output in its key order (DuckDB orders the relation, Spark sorts in Arrow)
     for name, keys in {"interactions": ["user_id", "item_id"], "items": ["item_id"],
                        "pairs": ["item1", "item2", "pair_type"]}.items():
         table = getattr(sprk, name)
