@@ -8,6 +8,8 @@ events bucketed by user), then every step runs in fresh processes so its wall ti
   (mapped tasks on that many workers, each reading only its buckets), then ``finish`` (combine,
   MLflow); peak RSS = the largest process;
 * ``notifications``: ``prepare`` (item popularity), ``--shards`` tasks on ``--workers`` processes, ``finish``;
+  first, untimed, the earlier popularity days' ``item_positives`` (what the daily runs before it left),
+  so ``prepare`` scans one day of events, as it does day to day;
 * ``global_medoids``: the step's ``run`` (one process);
 * ``pair_mining_duckdb`` / ``pair_mining_spark``: ``compute_pairs`` on DuckDB and on Spark
   ``local[--workers]`` over the same events.
@@ -37,7 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from datetime import date
+from datetime import date, timedelta
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,9 @@ def step_part(name: str, root: str, days: int, workers: int, part: int | None = 
             extra = compute_pairs(storage, END, cfg, engine).stats
             usage = _usage(t)  # before the session ends: the JVM's CPU counts
         return {**usage, "pairs": extra["pairs"], "window_events": extra["window_events"]}
+    elif name == "notifications_earlier_days":
+        for back in range(1, settings.notifications.popularity_days):
+            notifications.count_day(storage, settings, END - timedelta(days=back))
     elif name == "notifications_loop":
         from bench_notifications import naive
 
@@ -206,6 +211,8 @@ def sharded(step: str, root: str, days: int, workers: int, shards: int) -> dict[
 
     Wall = the whole; CPU = the sum of every task's; peak RSS = the largest task's.
     """
+    if step == "notifications":  # what the daily runs before END committed: their days' positives
+        _fresh(step_part, "notifications_earlier_days", root, days, workers)
     t = time.perf_counter()
     tasks = [_fresh(step_part, f"{step}_prepare", root, days, workers, None, shards)] if step == "notifications" else []
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:

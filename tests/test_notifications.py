@@ -13,7 +13,7 @@ from notify_fixtures import build_upstream
 
 from recsys_notify.core.buckets import user_slot
 from recsys_notify.core.config import get_settings, resolve_path
-from recsys_notify.core.contract import ContractError
+from recsys_notify.core.contract import ContractError, ingest
 from recsys_notify.core.storage import Storage
 from recsys_notify.core.templates import load_phrases
 from recsys_notify.core.text import clean, repeated_words
@@ -354,3 +354,39 @@ def test_formatted_equals_formatting_every_row():
     got = arrays.formatted(fmt, sims, ids, names)
     assert got.dtype == object and got.tolist() == [fmt(*row) for row in zip(sims.tolist(), ids.tolist(), names)]
     assert got[1] == "-0.00/1/None" and arrays.formatted(fmt, sims[:0], ids[:0], names[:0]).tolist() == []
+
+
+def test_popularity_reuses_each_days_counts_unless_its_events_or_rule_changed(world, upstream):
+    """Each prepare commits its day's positives and a later day sums the saved ones instead of scanning
+    their events; a day re-ingested since (a new events version) or another positive rule is scanned
+    again. The sum always equals counting the window's events directly."""
+    settings = get_settings()
+    days, prev = settings.notifications.popularity_days, DT - timedelta(days=1)
+
+    def expected(rule: float) -> pd.Series:
+        events = span(world, "events", DT - timedelta(days=days - 1), DT,
+                      columns=["item_id", "completion", "liked", "shared"])
+        positive = events[(events["completion"] > rule) | events["liked"] | events["shared"]]
+        return positive.groupby("item_id").size().astype("int64")
+
+    def popularity() -> pd.Series:
+        return world.read("item_popularity", DT).set_index("item_id")["positives"]
+
+    rule = settings.notifications.positive_completion
+    assert nt.prepare(world, settings, DT)["event_days_scanned"] == days  # no earlier day counted yet
+    assert nt.prepare(world, settings, prev)["event_days_scanned"] == days
+    assert nt.prepare(world, settings, DT)["event_days_scanned"] == days - 1  # prev's counts reused
+    pd.testing.assert_series_equal(popularity(), expected(rule), check_names=False)
+    for back in range(2, days):
+        nt.count_day(world, settings, DT - timedelta(days=back))
+    assert nt.prepare(world, settings, DT)["event_days_scanned"] == 1
+    pd.testing.assert_series_equal(popularity(), expected(rule), check_names=False)
+
+    raw = world.read("events", prev).drop(columns="bucket")
+    ingest(world, "events", prev, raw[~raw["liked"]])  # the day replaced: its saved counts are stale
+    assert nt.prepare(world, settings, DT)["event_days_scanned"] == 2  # that day and DT itself
+    pd.testing.assert_series_equal(popularity(), expected(rule), check_names=False)
+
+    nt.prepare(world, settings, prev)
+    assert nt.prepare(world, settings, DT, {"positive_completion": 0.5})["event_days_scanned"] == days
+    pd.testing.assert_series_equal(popularity(), expected(0.5), check_names=False)

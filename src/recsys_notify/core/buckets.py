@@ -43,31 +43,37 @@ def user_slot(user_ids: np.ndarray, n: int) -> np.ndarray:
     return (splitmix64(np.asarray(user_ids).astype(np.uint64)) % np.uint64(n)).astype(np.int64)
 
 
-def bucketed(table: pa.Table, buckets: int) -> pa.Table:
-    """``table`` with an int32 ``bucket`` column, rows stably sorted by it (one row group per bucket on write)."""
+def bucketed(table: pa.Table, buckets: int, rows: np.ndarray | None = None) -> pa.Table:
+    """``table`` with an int32 ``bucket`` column, rows stably sorted by it (one row group per bucket on write).
+
+    ``rows`` (a permutation) is the order to sort stably from: the rows are copied once, not per ordering.
+    """
     if buckets < 1:
         raise ValueError(f"buckets must be at least 1, got {buckets}")
     bucket = user_slot(table.column("user_id").to_numpy(), buckets).astype(np.int32)
     if BUCKET in table.column_names:
         table = table.drop_columns([BUCKET])
-    order = np.argsort(bucket, kind="stable")
+    rows = np.arange(table.num_rows) if rows is None else rows
+    order = rows[np.argsort(bucket[rows], kind="stable")]
     return table.take(order).append_column(BUCKET, pa.array(bucket[order]))
 
 
-def by_user(data: pd.DataFrame | pa.Table, buckets: int) -> tuple[pa.Table, dict[str, int]]:
+def by_user(data: pd.DataFrame | pa.Table, buckets: int, rows: np.ndarray | None = None
+            ) -> tuple[pa.Table, dict[str, int]]:
     """A per-user output laid out like events (bucket column, one row group per bucket) and its manifest metadata.
 
     Readers of per-user datasets (user medoids, delivery logs) then read one shard's rows like events.
+    ``rows``: as :func:`bucketed` takes it.
     """
     table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
-    return bucketed(table, buckets), {"buckets": buckets}
+    return bucketed(table, buckets, rows), {"buckets": buckets}
 
 
 def by_user_sorted(data: pd.DataFrame | pa.Table, order: Sequence[str], buckets: int
                    ) -> tuple[pa.Table, dict[str, int]]:
     """:func:`by_user` of ``data`` stably sorted by ``order``: a shard's output as :func:`merge_bucketed` takes it."""
     table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
-    return by_user(table.take(pc.sort_indices(table, [(c, "ascending") for c in order])), buckets)
+    return by_user(table, buckets, pc.sort_indices(table, [(c, "ascending") for c in order]).to_numpy())
 
 
 def merge_bucketed(parts: Sequence[tuple[pa.Table, dict]], order: Sequence[str], buckets: int) -> pa.Table:

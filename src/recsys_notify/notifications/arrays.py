@@ -68,12 +68,19 @@ def positive(table: pa.Table | pa.RecordBatch, cfg: NotificationSettings) -> np.
 
 def count_positives(tables: Iterable[pa.Table | pa.RecordBatch], cfg: NotificationSettings) -> pd.DataFrame:
     """Positive views per item (``item_id``, ``positives``) over ``tables``, read one at a time."""
-    ids, counts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    parts = []
     for table in tables:
         item, n = tally(table.column("item_id").to_numpy().astype(np.int64, copy=False)[positive(table, cfg)])
-        ids.append(item)
-        counts.append(n)
-    item, n = tally(np.concatenate(ids), np.concatenate(counts))
+        parts.append(pd.DataFrame({"item_id": item, "positives": n}))
+    return sum_positives(parts)
+
+
+def sum_positives(parts: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Counts (``item_id``, ``positives``) of several tables added per item, ascending item id."""
+    parts = list(parts)
+    ids = [np.zeros(0, np.int64), *(p["item_id"].to_numpy(np.int64) for p in parts)]
+    item, n = tally(np.concatenate(ids), np.concatenate([np.zeros(0, np.int64),
+                                                         *(p["positives"].to_numpy(np.int64) for p in parts)]))
     return pd.DataFrame({"item_id": item, "positives": n})
 
 
@@ -155,9 +162,14 @@ class Arrays:
         return user_pos.astype(np.int64) * self.n_items + item_pos
 
 
-def unique_sorted(values: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (sort-based: much faster than ``np.unique``'s hashing on large int64)."""
-    return _drop_repeats(np.sort(values))
+def unique_sorted(*parts: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of the arrays (sort-based: much faster than ``np.unique``'s hashing on large int64).
+
+    One concatenated copy is sorted in place: no second copy of a large key set.
+    """
+    values = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    values.sort()
+    return _drop_repeats(values)
 
 
 def _drop_repeats(values: np.ndarray) -> np.ndarray:
@@ -222,34 +234,51 @@ class IdIndex:
 
 
 @dataclass
-class Events:
-    """Events of the window with known users and items, as arrays."""
+class Window:
+    """What a run takes from the window's events (known users and items only).
 
-    user: np.ndarray
-    item: np.ndarray
-    age: np.ndarray  # whole days before dt (0 = dt)
-    ts: np.ndarray  # int64 microseconds (on dt only; 0 on earlier days)
-    positive: np.ndarray
-    played: np.ndarray  # completion >= played_completion (recent days only)
+    Built partition by partition, so the window's events are never held as one set of arrays.
+    """
+
+    watched: np.ndarray  # sorted distinct pair keys of the history days
+    today_watched: np.ndarray  # sorted distinct pair keys of any interaction on dt (an open)
+    today_played: np.ndarray  # the same, reaching played_completion
+    today: pd.DataFrame  # user_pos, item_pos, ts (int64 microseconds) of the positives on dt
+    recent_user: np.ndarray  # user and item positions of the positives of the popularity days
+    recent_item: np.ndarray
+    history_events: int
 
 
-def events_arrays(tables: list[tuple[int, pa.Table]], cfg: NotificationSettings, users: IdIndex,
-                  items: IdIndex) -> Events:
-    """The window's events straight from Arrow (known users and items only)."""
-    parts = []
+def window_arrays(tables: list[tuple[int, pa.Table]], cfg: NotificationSettings, users: IdIndex,
+                  items: IdIndex) -> Window:
+    """The window's pair keys and positives straight from Arrow, one partition at a time."""
+    n_items = len(items.ids)
+    watched, recent_user, recent_item = [], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    none = np.zeros(0, np.int64)
+    today_watched, today_played = none, none
+    today = pd.DataFrame({"user_pos": none, "item_pos": none, "ts": none})
     for age, t in tables:
         u, u_ok = users.find(t.column("user_id").to_numpy())
         i, i_ok = items.find(t.column("item_id").to_numpy())
         ok = u_ok & i_ok
-        n = int(ok.sum())
-        pos, played = np.zeros(n, bool), np.zeros(n, bool)
+        if not ok.all():
+            u, i = u[ok], i[ok]
+        keys = u * n_items + i
+        if age < cfg.history_days:
+            watched.append(keys)
+        pos = np.zeros(len(keys), bool)
         if "completion" in t.column_names:
             pos = positive(t, cfg)[ok]
-            played = (t.column("completion").to_numpy() >= cfg.played_completion)[ok]
-        ts = (t.column("ts").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()[ok] if age == 0
-              else np.zeros(n, np.int64))
-        parts.append(Events(u[ok], i[ok], np.full(n, age, np.int16), ts, pos, played))
-    return Events(*(np.concatenate([getattr(e, f) for e in parts]) for f in Events.__dataclass_fields__))
+            recent_user.append(u[pos])
+            recent_item.append(i[pos])
+        if age == 0:
+            today_watched = unique_sorted(keys)
+            if "completion" in t.column_names:
+                today_played = unique_sorted(keys[(t.column("completion").to_numpy() >= cfg.played_completion)[ok]])
+            ts = t.column("ts").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()[ok]
+            today = pd.DataFrame({"user_pos": u[pos], "item_pos": i[pos], "ts": ts[pos]})
+    return Window(unique_sorted(*watched), today_watched, today_played, today, np.concatenate(recent_user),
+                  np.concatenate(recent_item), sum(len(k) for k in watched))
 
 
 def _catalogue(items: pd.DataFrame, vectors_of: tuple[np.ndarray, np.ndarray], dt: date) -> Catalogue:
@@ -297,7 +326,7 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
     user_lang_str[uindex.find(users["user_id"])[0]] = users["language"].astype(str).to_numpy()
     # a user's language that no item has means "no language filter" (-1), like a missing one
     user_lang = pd.Categorical(user_lang_str, categories=cat.languages).codes.astype(np.int16)
-    events = events_arrays(tables.events, cfg, uindex, cat.index)
+    events = window_arrays(tables.events, cfg, uindex, cat.index)
     _set_popularity(cat, tables, cfg)
 
     # seeds: long-term medoids (importance normalised per user) + optional short-term positives of dt
@@ -312,15 +341,8 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
                    np.where(top > 0, imp / np.where(top > 0, top, 1), 1.0), np.zeros(len(imp), bool))]
 
     n_items = len(cat.item_ids)
-    keys = events.user.astype(np.int64) * n_items + events.item
-    watched = unique_sorted(keys[events.age < cfg.history_days])
-    on_dt = events.age == 0
-    today_watched = unique_sorted(keys[on_dt])
-    today_played = unique_sorted(keys[on_dt & events.played])
-    today = on_dt & events.positive
-    if cfg.short_term_enabled and cfg.short_term_weight > 0 and today.any():
-        recent = pd.DataFrame({"user_pos": events.user[today], "item_pos": events.item[today], "ts": events.ts[today]})
-        recent = (recent.sort_values(["user_pos", "ts", "item_pos"], ascending=[True, False, True])
+    if cfg.short_term_enabled and cfg.short_term_weight > 0 and len(events.today):
+        recent = (events.today.sort_values(["user_pos", "ts", "item_pos"], ascending=[True, False, True])
                   .drop_duplicates(["user_pos", "item_pos"]).groupby("user_pos").head(cfg.short_term_items))
         seed_parts.append((recent["user_pos"].to_numpy(), recent["item_pos"].to_numpy(),
                            np.full(len(recent), cfg.short_term_weight), np.ones(len(recent), bool)))
@@ -345,16 +367,16 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
         if age == 1:
             yesterday = log[["user_id", "item_id"]]
     unengaged = _unengaged_keys(tables.delivery_feedback, uindex, cat.index)
-    excluded = union_sorted(watched, unique_sorted(np.concatenate([*sent_keys, unengaged])))
+    excluded = union_sorted(events.watched, unique_sorted(*sent_keys, unengaged))
 
     allowed = ~np.isin(cat.item_ids, blocked)
     clusters = _clusters(gm, gc, cat, settings)
     counts = {"users": len(user_ids), "items": n_items, "user_medoid_rows": len(medoids),
               "users_with_seeds": int(np.count_nonzero(np.bincount(seeds_df["user_pos"], minlength=1))),
               "blocked_items": int((~allowed).sum()),
-              "history_events": int((events.age < cfg.history_days).sum())}
+              "history_events": events.history_events}
     return Arrays(dt, cat, user_ids, user_lang, seeds_df, *clusters, templates, excluded, allowed, sent_counts,
-                  yesterday, today_watched, today_played, counts, user_lang_str,
+                  yesterday, events.today_watched, events.today_played, counts, user_lang_str,
                   *_frames(tables, cat),
                   dominant_creators(events, cat, len(user_ids), cfg) if cfg.creator_affinity else None)
 
@@ -362,17 +384,16 @@ def build(tables: Tables, settings: Settings, dt: date) -> Arrays:
 MIN_CREATOR_POSITIVES = 3
 
 
-def dominant_creators(events: Events, cat: Catalogue, n_users: int, cfg: NotificationSettings) -> np.ndarray:
+def dominant_creators(events: Window, cat: Catalogue, n_users: int, cfg: NotificationSettings) -> np.ndarray:
     """Per user the creator of at least ``creator_min_share`` (and 3) of their recent positives, else -1.
 
     Recent = the ``popularity_days`` whose engagement columns are read (the positives the popularity uses).
     """
     out = np.full(n_users, -1, dtype=np.int64)
-    pos = events.positive & (events.age < cfg.popularity_days)
-    if not pos.any():
+    if not len(events.recent_user):
         return out
-    creator = cat.frame["creator_id"].to_numpy(np.int64)[events.item[pos]]
-    pairs = pd.DataFrame({"user": events.user[pos], "creator": creator}).value_counts().rename("n").reset_index()
+    creator = cat.frame["creator_id"].to_numpy(np.int64)[events.recent_item]
+    pairs = pd.DataFrame({"user": events.recent_user, "creator": creator}).value_counts().rename("n").reset_index()
     total = pairs.groupby("user")["n"].transform("sum")
     top = pairs.assign(share=pairs["n"] / total).sort_values(["user", "n", "creator"], ascending=[True, False, True])
     top = top.drop_duplicates("user")

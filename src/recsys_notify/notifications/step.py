@@ -6,10 +6,10 @@ items, users and item vectors as of ``dt``; the history window of events; delive
 feedback of earlier dates (so rerunning a date reproduces the same outbox); the champion's feature
 window; and the events of ``dt + 1`` when they exist, for evaluation.
 
-:func:`prepare` counts item popularity once (``item_popularity``, the one input every user shares,
-streamed in batches); :func:`run_part` chooses the messages of one shard of users,
-reading only their buckets of events, user medoids and delivery history, and commits the shard's
-partial outbox and feedback; :func:`finish` writes ``outbox``, ``delivery_log`` and
+:func:`prepare` counts item popularity once (``item_popularity``, the one input every user shares:
+the earlier days' saved ``item_positives`` plus the events of ``dt``); :func:`run_part` chooses the
+messages of one shard of users, reading only their buckets of events, user medoids and delivery
+history, and commits the shard's partial outbox and feedback; :func:`finish` writes ``outbox``, ``delivery_log`` and
 ``delivery_feedback`` of ``dt`` as one commit and logs counts, evaluation and lineage to MLflow;
 :func:`run` does all of it in one process (the CLI). The outbox does not depend on the shard count.
 """
@@ -21,6 +21,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from recsys_notify.core import tracking
@@ -34,6 +35,7 @@ from recsys_notify.core.datasets import (
     GLOBAL_CLUSTERS,
     GLOBAL_MEDOIDS,
     ITEM_POPULARITY,
+    ITEM_POSITIVES,
     ITEMS,
     OUTBOX,
     OVERRIDES,
@@ -86,8 +88,12 @@ def popularity_params(cfg: NotificationSettings) -> dict[str, Any]:
 
 
 def resolve_inputs(storage: Storage, settings: Settings, dt: date, champion: Any = None,
-                   popularity: bool = False) -> Inputs:
-    """Everything one task reads; the refresh's tables are pinned to the date of its global medoids."""
+                   popularity: bool = False, daily_counts: bool = False) -> Inputs:
+    """Everything one task reads; the refresh's tables are pinned to the date of its global medoids.
+
+    ``popularity``: ``item_popularity`` of ``dt`` (a shard); ``daily_counts``: the ``item_positives`` of
+    the earlier popularity days that exist (``prepare``).
+    """
     cfg = settings.notifications
     refresh = resolve(storage, {"global_medoids": newest(GLOBAL_MEDOIDS, dt)})
     refresh_dt = refresh["global_medoids"].dates[0]
@@ -110,6 +116,9 @@ def resolve_inputs(storage: Storage, settings: Settings, dt: date, champion: Any
     }
     if popularity:
         requests["item_popularity"] = day(ITEM_POPULARITY, dt)
+    if daily_counts:
+        requests["item_positives"] = between(ITEM_POSITIVES, dt - timedelta(days=cfg.popularity_days - 1),
+                                             dt - timedelta(days=1))
     if champion is not None:
         requests |= champion.requests(dt)
     return resolve(storage, requests)
@@ -166,18 +175,58 @@ def parts(storage: Storage, settings: Settings, dt: date, params: dict[str, Any]
 def prepare(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Check that every input of ``dt`` is there, then commit ``item_popularity`` of ``dt`` (before the shards).
 
-    Popularity reads only the engagement columns of the popularity days, streamed in batches.
+    Each popularity day's positives come from its ``item_positives`` when that was counted from the
+    events version pinned now with the same rule, else from its events (engagement columns only,
+    streamed in batches). The day ``dt`` is always counted and committed as ``item_positives``, so a
+    daily run scans one day of events, not ``popularity_days``.
     """
     settings = _settings(settings, params)
     cfg = settings.notifications
-    inputs = resolve_inputs(storage, settings, dt)
-    recent = [p for p in inputs["events"].partitions if (dt - p.dt).days < cfg.popularity_days]
-    columns = ["item_id", "completion", "liked", "shared"]
-    counts = arrays.count_positives((b for p in recent for b in storage.iter_batches(p, columns)), cfg)
-    storage.write(ITEM_POPULARITY.name, dt, counts,
-                  metadata={"params": popularity_params(cfg), "inputs": [r for r in inputs.lineage()
-                                                                         if r["role"] == "events"]})
-    return {"items": len(counts), "positives": int(counts["positives"].sum())}
+    inputs = resolve_inputs(storage, settings, dt, daily_counts=True)
+    saved = {p.dt: p for p in inputs["item_positives"].partitions}
+    lineage = {(r["role"], r["dt"]): r for r in inputs.lineage()}
+    days, read, counted = [], [], 0
+    for p in inputs["events"].partitions:
+        if (dt - p.dt).days >= cfg.popularity_days:
+            continue
+        kept = saved.get(p.dt)
+        if kept is not None and _counted_from(kept) == (p.version, popularity_params(cfg)):
+            days.append(storage.read_partition(kept, ["item_id", "positives"]).to_pandas())
+            read.append(lineage[("item_positives", kept.dt.isoformat())])
+            continue
+        days.append(_positives(storage, p, cfg))
+        read.append(lineage[("events", p.dt.isoformat())])
+        counted += 1
+    counts = arrays.sum_positives(days)
+    today = days[-1]  # the window ends on dt, never reused
+    storage.write_many(dt, {ITEM_POSITIVES.name: today, ITEM_POPULARITY.name: counts},
+                       {"params": popularity_params(cfg)},
+                       {ITEM_POSITIVES.name: {"inputs": [lineage[("events", dt.isoformat())]]},
+                        ITEM_POPULARITY.name: {"inputs": read}})
+    return {"items": len(counts), "positives": int(counts["positives"].sum()), "event_days_scanned": counted}
+
+
+def count_day(storage: Storage, settings: Settings, d: date) -> int:
+    """Commit ``item_positives`` of ``d`` alone, as the ``prepare`` of ``d`` does; returns its rows.
+
+    For days whose runs have not happened (a backfill counted ahead, or a benchmark's earlier days).
+    """
+    cfg = settings.notifications
+    inputs = resolve(storage, {"events": day(EVENTS, d)})
+    counts = _positives(storage, inputs["events"].partitions[0], cfg)
+    storage.write(ITEM_POSITIVES.name, d, counts, {"params": popularity_params(cfg), "inputs": inputs.lineage()})
+    return len(counts)
+
+
+def _positives(storage: Storage, events: Partition, cfg: NotificationSettings) -> pd.DataFrame:
+    """Positives per item of one day's events, from the engagement columns streamed in batches."""
+    return arrays.count_positives(storage.iter_batches(events, ["item_id", "completion", "liked", "shared"]), cfg)
+
+
+def _counted_from(partition: Partition) -> tuple[str | None, Any]:
+    """The events version and the rule an ``item_positives`` partition was counted with."""
+    events = [r for r in partition.metadata.get("inputs", []) if r.get("role") == "events"]
+    return (events[0].get("version") if len(events) == 1 else None), partition.metadata.get("params")
 
 
 def run_part(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None, shard: int
