@@ -8,8 +8,8 @@ events bucketed by user), then every step runs in fresh processes so its wall ti
   (mapped tasks on that many workers, each reading only its buckets), then ``finish`` (combine,
   MLflow); peak RSS = the largest process;
 * ``notifications``: ``prepare`` (item popularity), ``--shards`` tasks on ``--workers`` processes, ``finish``;
-  first, untimed, the earlier popularity days' ``item_positives`` (what the daily runs before it left),
-  so ``prepare`` scans one day of events, as it does day to day;
+  first, untimed, the earlier popularity days' ``item_positives`` and ``frames_trimmed`` (what the daily
+  runs before it left), so ``prepare`` scans one day of events and trims one day of frames, as day to day;
 * ``global_medoids``: the step's ``run`` (one process);
 * ``pair_mining_duckdb`` / ``pair_mining_spark``: ``compute_pairs`` on DuckDB and on Spark
   ``local[--workers]`` over the same events.
@@ -141,7 +141,7 @@ def step_part(name: str, root: str, days: int, workers: int, part: int | None = 
         return {**usage, "pairs": extra["pairs"], "window_events": extra["window_events"]}
     elif name == "notifications_earlier_days":
         for back in range(1, settings.notifications.popularity_days):
-            notifications.count_day(storage, settings, END - timedelta(days=back))
+            notifications.commit_day(storage, settings, END - timedelta(days=back))
     elif name == "notifications_loop":
         from bench_notifications import naive
 

@@ -8,6 +8,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from notify_fixtures import build_upstream
 
@@ -378,7 +379,7 @@ def test_popularity_reuses_each_days_counts_unless_its_events_or_rule_changed(wo
     assert nt.prepare(world, settings, DT)["event_days_scanned"] == days - 1  # prev's counts reused
     pd.testing.assert_series_equal(popularity(), expected(rule), check_names=False)
     for back in range(2, days):
-        nt.count_day(world, settings, DT - timedelta(days=back))
+        nt.commit_day(world, settings, DT - timedelta(days=back))
     assert nt.prepare(world, settings, DT)["event_days_scanned"] == 1
     pd.testing.assert_series_equal(popularity(), expected(rule), check_names=False)
 
@@ -390,3 +391,39 @@ def test_popularity_reuses_each_days_counts_unless_its_events_or_rule_changed(wo
     nt.prepare(world, settings, prev)
     assert nt.prepare(world, settings, DT, {"positive_completion": 0.5})["event_days_scanned"] == days
     pd.testing.assert_series_equal(popularity(), expected(0.5), check_names=False)
+
+
+def test_shards_read_trimmed_keyframes_only_when_every_frames_partition_has_a_current_twin(world, upstream,
+                                                                                          monkeypatch):
+    """``frames_trimmed`` (committed by each day's popularity task or ``commit_day``) gives the outbox the
+    full frames give; a frames partition without a twin, or replaced since its twin was cut, means the
+    frames are read instead."""
+    settings = get_settings()
+    read = []
+    where = Storage._read_where
+    monkeypatch.setattr(Storage, "_read_where", lambda self, path, *a: read.append(path) or where(self, path, *a))
+    frame_dates = [p.dt for p in nt.resolve_inputs(world, settings, DT)["frames"].partitions]
+    assert len(frame_dates) > 1
+
+    def outbox_reading() -> tuple[pd.DataFrame, set[str]]:
+        read.clear()
+        run(world, shards=2)
+        return world.read("outbox", DT), {"trimmed" if "/frames_trimmed/" in path else "frames" for path in read}
+
+    columns = ["user_id", "item_id", "frame_ts", "image_uri", "reason"]
+    full, kinds = outbox_reading()  # only DT's frames are trimmed yet (by this run's popularity task)
+    assert kinds == {"frames"} and full["frame_ts"].notna().any()
+    for d in frame_dates[:-1]:
+        nt.commit_day(world, settings, d)
+    trimmed, kinds = outbox_reading()
+    assert kinds == {"trimmed"}
+    pd.testing.assert_frame_equal(trimmed[columns], full[columns])
+    twin = world.read_table("frames_trimmed", frame_dates[0])
+    assert pa.types.is_list(twin.schema.field("embedding").type)
+    assert set(pc.list_value_length(twin.column("embedding")).to_pylist()) == {settings.embedding.trimmed_dim}
+
+    raw = world.read("frames", frame_dates[0])
+    ingest(world, "frames", frame_dates[0], raw)  # a new version: that day's twin is stale
+    again, kinds = outbox_reading()
+    assert kinds == {"frames"}
+    pd.testing.assert_frame_equal(again[columns], full[columns])

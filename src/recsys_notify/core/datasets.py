@@ -170,6 +170,11 @@ ITEM_POSITIVES = _ds("item_positives", "notifications", "daily", {
     "item_id": "int64", "positives": "int64",
 }, "positive interactions per item on the date alone, committed with item_popularity: a later run sums the "
    "days it can reuse (same events version, same positive rule) instead of scanning their events again")
+FRAMES_TRIMMED = _ds("frames_trimmed", "notifications", "dimension", {
+    "item_id": "int64", "frame_ts": "float64", "embedding": "list<float32>", "image_uri": "string",
+}, "the frames partition of the date with embeddings cut to embedding.trimmed_dim, committed with "
+   "item_popularity: notification shards read these instead of the frames when every frames partition has one",
+    ("item_id", "frame_ts"))
 DELIVERY_FEEDBACK = _ds("delivery_feedback", "notifications", "daily", {
     "user_id": "int64", "item_id": "int64", "sent_date": "date32", "engaged": "bool", "delivered": "bool",
     "opened": "bool", "played": "bool",
@@ -180,7 +185,8 @@ CATALOGUE: dict[str, Dataset] = {d.name: d for d in (
     EVENTS, ITEMS, USERS, EVENTS_QUARANTINE, ITEMS_QUARANTINE, USERS_QUARANTINE, TRUTH_ITEMS, TRUTH_USERS,
     FRAMES, FRAMES_QUARANTINE, TRUTH_FRAMES,
     PAIR_INTERACTIONS, PAIR_ITEMS, PAIR_ITEMS_QUARANTINE, PAIRS, GEM_EMBEDDINGS, USER_MEDOIDS, GLOBAL_CLUSTERS,
-    GLOBAL_MEDOIDS, TEMPLATES, OVERRIDES, ITEM_POPULARITY, ITEM_POSITIVES, OUTBOX, DELIVERY_LOG, DELIVERY_FEEDBACK,
+    GLOBAL_MEDOIDS, TEMPLATES, OVERRIDES, ITEM_POPULARITY, ITEM_POSITIVES, FRAMES_TRIMMED, OUTBOX, DELIVERY_LOG,
+    DELIVERY_FEEDBACK,
 )}
 RAW = {"events": EVENTS, "items": ITEMS, "users": USERS, "frames": FRAMES}
 QUARANTINE = {"events": EVENTS_QUARANTINE, "items": ITEMS_QUARANTINE, "users": USERS_QUARANTINE,

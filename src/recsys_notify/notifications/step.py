@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recsys_notify.core import tracking
 from recsys_notify.core.buckets import by_user_sorted, merge_bucketed, read_shard
@@ -32,6 +33,7 @@ from recsys_notify.core.datasets import (
     DELIVERY_LOG,
     EVENTS,
     FRAMES,
+    FRAMES_TRIMMED,
     GLOBAL_CLUSTERS,
     GLOBAL_MEDOIDS,
     ITEM_POPULARITY,
@@ -91,8 +93,8 @@ def resolve_inputs(storage: Storage, settings: Settings, dt: date, champion: Any
                    popularity: bool = False, daily_counts: bool = False) -> Inputs:
     """Everything one task reads; the refresh's tables are pinned to the date of its global medoids.
 
-    ``popularity``: ``item_popularity`` of ``dt`` (a shard); ``daily_counts``: the ``item_positives`` of
-    the earlier popularity days that exist (``prepare``).
+    ``popularity``: ``item_popularity`` of ``dt`` and the trimmed keyframes (a shard); ``daily_counts``:
+    the ``item_positives`` of the earlier popularity days that exist (``prepare``).
     """
     cfg = settings.notifications
     refresh = resolve(storage, {"global_medoids": newest(GLOBAL_MEDOIDS, dt)})
@@ -116,6 +118,7 @@ def resolve_inputs(storage: Storage, settings: Settings, dt: date, champion: Any
     }
     if popularity:
         requests["item_popularity"] = day(ITEM_POPULARITY, dt)
+        requests["frames_trimmed"] = as_of(FRAMES_TRIMMED, dt, required=False)
     if daily_counts:
         requests["item_positives"] = between(ITEM_POSITIVES, dt - timedelta(days=cfg.popularity_days - 1),
                                              dt - timedelta(days=1))
@@ -160,12 +163,22 @@ def read_tables(inputs: Inputs, settings: Settings, dt: date, shard: tuple[int, 
 
 
 def chosen_keyframes(inputs: Inputs, dense: arrays.Arrays, decision: Decision) -> Keyframes | None:
-    """The keyframes of the items chosen for messages only: a shard never holds every item's frames."""
+    """The keyframes of the items chosen for messages only: a shard never holds every item's frames.
+
+    They come from ``frames_trimmed`` when it has a current twin of every frames partition, wide
+    enough for the content vectors (the same rows and floats, ~8x less to decode), else from ``frames``.
+    """
     if not inputs["frames"].partitions:
         return None
+    dim = dense.content.shape[1]
+    twins = {p.dt: p for p in inputs["frames_trimmed"].partitions} if "frames_trimmed" in inputs else {}
+    trimmed = set(twins) == set(inputs["frames"].dates) and all(
+        _derived_from(twins[p.dt], "frames") == p.version and twins[p.dt].metadata.get("trimmed_dim", 0) >= dim
+        for p in inputs["frames"].partitions)
     chosen = pa.array(np.unique(dense.catalogue.item_ids[decision.choice.item]), pa.int64())
-    frames = inputs.dimension("frames", arrays.COLUMNS["frames"], where=("item_id", chosen))
-    return arrays.keyframes(frames, dense.catalogue, dense.content.shape[1])
+    frames = inputs.dimension("frames_trimmed" if trimmed else "frames", arrays.COLUMNS["frames"],
+                              where=("item_id", chosen))
+    return arrays.keyframes(frames, dense.catalogue, dim)
 
 
 def parts(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None = None) -> list[int]:
@@ -178,7 +191,8 @@ def prepare(storage: Storage, settings: Settings, dt: date, params: dict[str, An
     Each popularity day's positives come from its ``item_positives`` when that was counted from the
     events version pinned now with the same rule, else from its events (engagement columns only,
     streamed in batches). The day ``dt`` is always counted and committed as ``item_positives``, so a
-    daily run scans one day of events, not ``popularity_days``.
+    daily run scans one day of events, not ``popularity_days``; its frames partition, if any, is
+    committed trimmed (``frames_trimmed``, see :func:`chosen_keyframes`).
     """
     settings = _settings(settings, params)
     cfg = settings.notifications
@@ -190,7 +204,8 @@ def prepare(storage: Storage, settings: Settings, dt: date, params: dict[str, An
         if (dt - p.dt).days >= cfg.popularity_days:
             continue
         kept = saved.get(p.dt)
-        if kept is not None and _counted_from(kept) == (p.version, popularity_params(cfg)):
+        if kept is not None and (_derived_from(kept, "events"), kept.metadata.get("params")) == \
+                (p.version, popularity_params(cfg)):
             days.append(storage.read_partition(kept, ["item_id", "positives"]).to_pandas())
             read.append(lineage[("item_positives", kept.dt.isoformat())])
             continue
@@ -198,24 +213,41 @@ def prepare(storage: Storage, settings: Settings, dt: date, params: dict[str, An
         read.append(lineage[("events", p.dt.isoformat())])
         counted += 1
     counts = arrays.sum_positives(days)
-    today = days[-1]  # the window ends on dt, never reused
-    storage.write_many(dt, {ITEM_POSITIVES.name: today, ITEM_POPULARITY.name: counts},
-                       {"params": popularity_params(cfg)},
-                       {ITEM_POSITIVES.name: {"inputs": [lineage[("events", dt.isoformat())]]},
-                        ITEM_POPULARITY.name: {"inputs": read}})
+    outputs, meta = _day_outputs(storage, settings, inputs, dt, days[-1])  # the window ends on dt: counted
+    storage.write_many(dt, {**outputs, ITEM_POPULARITY.name: counts}, {"params": popularity_params(cfg)},
+                       {**meta, ITEM_POPULARITY.name: {"inputs": read}})
     return {"items": len(counts), "positives": int(counts["positives"].sum()), "event_days_scanned": counted}
 
 
-def count_day(storage: Storage, settings: Settings, d: date) -> int:
-    """Commit ``item_positives`` of ``d`` alone, as the ``prepare`` of ``d`` does; returns its rows.
+def commit_day(storage: Storage, settings: Settings, d: date) -> list[str]:
+    """Commit what the ``prepare`` of ``d`` derives from ``d`` alone (``item_positives``, ``frames_trimmed``).
 
-    For days whose runs have not happened (a backfill counted ahead, or a benchmark's earlier days).
+    For days whose runs have not happened: a backfill counted ahead, frames that landed after their
+    day's run, or a benchmark's earlier days. Returns the datasets written.
     """
     cfg = settings.notifications
-    inputs = resolve(storage, {"events": day(EVENTS, d)})
-    counts = _positives(storage, inputs["events"].partitions[0], cfg)
-    storage.write(ITEM_POSITIVES.name, d, counts, {"params": popularity_params(cfg), "inputs": inputs.lineage()})
-    return len(counts)
+    inputs = resolve(storage, {"events": day(EVENTS, d), "frames": day(FRAMES, d, required=False)})
+    outputs, meta = _day_outputs(storage, settings, inputs, d,
+                                 _positives(storage, inputs["events"].partitions[0], cfg))
+    storage.write_many(d, outputs, {"params": popularity_params(cfg)}, meta)
+    return list(outputs)
+
+
+def _day_outputs(storage: Storage, settings: Settings, inputs: Inputs, d: date, positives: pd.DataFrame
+                 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``item_positives`` of ``d`` and, when ``d`` has a frames partition, its ``frames_trimmed``, with metadata."""
+    lineage = {(r["role"], r["dt"]): r for r in inputs.lineage()}
+    outputs: dict[str, Any] = {ITEM_POSITIVES.name: positives}
+    meta = {ITEM_POSITIVES.name: {"inputs": [lineage[("events", d.isoformat())]]}}
+    frames = [p for p in inputs["frames"].partitions if p.dt == d]
+    if frames:
+        dim = settings.embedding.trimmed_dim
+        outputs[FRAMES_TRIMMED.name] = (
+            pa.Table.from_batches([batch.set_column(batch.schema.get_field_index("embedding"), "embedding",
+                                                    pc.list_slice(batch.column("embedding"), 0, dim))])
+            for batch in storage.iter_batches(frames[0], arrays.COLUMNS["frames"]))
+        meta[FRAMES_TRIMMED.name] = {"inputs": [lineage[("frames", d.isoformat())]], "trimmed_dim": dim}
+    return outputs, meta
 
 
 def _positives(storage: Storage, events: Partition, cfg: NotificationSettings) -> pd.DataFrame:
@@ -223,10 +255,10 @@ def _positives(storage: Storage, events: Partition, cfg: NotificationSettings) -
     return arrays.count_positives(storage.iter_batches(events, ["item_id", "completion", "liked", "shared"]), cfg)
 
 
-def _counted_from(partition: Partition) -> tuple[str | None, Any]:
-    """The events version and the rule an ``item_positives`` partition was counted with."""
-    events = [r for r in partition.metadata.get("inputs", []) if r.get("role") == "events"]
-    return (events[0].get("version") if len(events) == 1 else None), partition.metadata.get("params")
+def _derived_from(partition: Partition, role: str) -> str | None:
+    """The version of the one ``role`` input a derived partition was made from (None: not recorded)."""
+    found = [r for r in partition.metadata.get("inputs", []) if r.get("role") == role]
+    return found[0].get("version") if len(found) == 1 else None
 
 
 def run_part(storage: Storage, settings: Settings, dt: date, params: dict[str, Any] | None, shard: int
