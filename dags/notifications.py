@@ -3,7 +3,8 @@
 Runs when user_medoids commits a date (the asset event carries it) and daily on a time schedule
 (so any date can be backfilled); a scheduled run whose user medoids are not there yet is skipped,
 the asset-triggered run processes that date. Global medoids are the newest refresh on or before
-the date. ``popularity`` checks every input and counts item popularity once (``item_popularity``),
+the date. ``popularity`` checks every input and counts item popularity once (``item_popularity``,
+with the date's own ``item_positives`` and ``frames_trimmed`` that later dates reuse),
 ``select_shard`` runs once per shard (``notifications.shards``) as a dynamically mapped task spread
 over the Celery workers, each reading only its users' buckets, and ``combine`` commits outbox,
 delivery log and feedback in one atomic write, evaluates against the next day's events when they

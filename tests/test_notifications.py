@@ -15,7 +15,7 @@ from notify_fixtures import build_upstream
 from recsys_notify.core.buckets import user_slot
 from recsys_notify.core.config import get_settings, resolve_path
 from recsys_notify.core.contract import ContractError, ingest
-from recsys_notify.core.storage import Storage
+from recsys_notify.core.storage import MissingPartitionError, Storage
 from recsys_notify.core.templates import load_phrases
 from recsys_notify.core.text import clean, repeated_words
 from recsys_notify.notifications import arrays
@@ -415,6 +415,8 @@ def test_shards_read_trimmed_keyframes_only_when_every_frames_partition_has_a_cu
     assert kinds == {"frames"} and full["frame_ts"].notna().any()
     for d in frame_dates[:-1]:
         nt.commit_day(world, settings, d)
+    with pytest.raises(MissingPartitionError, match="nothing to derive"):
+        nt.commit_day(world, settings, date(2020, 1, 1))
     trimmed, kinds = outbox_reading()
     assert kinds == {"trimmed"}
     pd.testing.assert_frame_equal(trimmed[columns], full[columns])

@@ -49,7 +49,7 @@ from recsys_notify.core.datasets import (
 from recsys_notify.core.embeddings import VECTORS, item_vectors, vectors_request
 from recsys_notify.core.inputs import Inputs, as_of, between, day, newest, resolve, window
 from recsys_notify.core.step import StepResult, parse_params
-from recsys_notify.core.storage import Partition, Storage
+from recsys_notify.core.storage import MissingPartitionError, Partition, Storage
 from recsys_notify.core.templates import load_phrases
 from recsys_notify.notifications import arrays
 from recsys_notify.notifications.daily import Decision, combine_stats, decide, render
@@ -226,19 +226,25 @@ def commit_day(storage: Storage, settings: Settings, d: date) -> list[str]:
     day's run, or a benchmark's earlier days. Returns the datasets written.
     """
     cfg = settings.notifications
-    inputs = resolve(storage, {"events": day(EVENTS, d), "frames": day(FRAMES, d, required=False)})
-    outputs, meta = _day_outputs(storage, settings, inputs, d,
-                                 _positives(storage, inputs["events"].partitions[0], cfg))
+    inputs = resolve(storage, {"events": day(EVENTS, d, required=False), "frames": day(FRAMES, d, required=False)})
+    if not inputs["events"].partitions and not inputs["frames"].partitions:
+        raise MissingPartitionError(f"events and frames have no partition for {d}: nothing to derive")
+    positives = [_positives(storage, p, cfg) for p in inputs["events"].partitions]
+    outputs, meta = _day_outputs(storage, settings, inputs, d, positives[0] if positives else None)
     storage.write_many(d, outputs, {"params": popularity_params(cfg)}, meta)
     return list(outputs)
 
 
-def _day_outputs(storage: Storage, settings: Settings, inputs: Inputs, d: date, positives: pd.DataFrame
+def _day_outputs(storage: Storage, settings: Settings, inputs: Inputs, d: date, positives: pd.DataFrame | None
                  ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """``item_positives`` of ``d`` and, when ``d`` has a frames partition, its ``frames_trimmed``, with metadata."""
+    """``item_positives`` of ``d`` (given its ``positives``) and, when ``d`` has a frames partition, its
+    ``frames_trimmed``, each with its metadata."""
     lineage = {(r["role"], r["dt"]): r for r in inputs.lineage()}
-    outputs: dict[str, Any] = {ITEM_POSITIVES.name: positives}
-    meta = {ITEM_POSITIVES.name: {"inputs": [lineage[("events", d.isoformat())]]}}
+    outputs: dict[str, Any] = {}
+    meta: dict[str, dict[str, Any]] = {}
+    if positives is not None:
+        outputs[ITEM_POSITIVES.name] = positives
+        meta[ITEM_POSITIVES.name] = {"inputs": [lineage[("events", d.isoformat())]]}
     frames = [p for p in inputs["frames"].partitions if p.dt == d]
     if frames:
         dim = settings.embedding.trimmed_dim
