@@ -34,6 +34,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _locked(resp: httpx.Response) -> bool:
+    """A write the SQLite metadata DB refused: a 503 "Database is locked", or the same refusal raised where
+    the API server reports only a 500 "Database error" (its transaction rolled back, so a retry is safe)."""
+    return (resp.status_code == 503 and "Database is locked" in resp.text) or \
+        (resp.status_code == 500 and '"reason":"Database error"' in resp.text)
+
+
 class AirflowApi:
     """The REST API v2 of a running Airflow at ``url``, as users' scripts drive it."""
 
@@ -77,7 +84,7 @@ class AirflowApi:
         headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
         for _ in range(SQLITE_LOCK_RETRIES):  # the SQLite metadata DB refuses a write while the scheduler holds it
             resp = httpx.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=60, **kwargs)
-            if not (resp.status_code == 503 and "Database is locked" in resp.text):
+            if not _locked(resp):
                 break
             time.sleep(2)
         if expect is not None and resp.status_code != expect:
