@@ -211,7 +211,7 @@ def sharded(step: str, root: str, days: int, workers: int, shards: int) -> dict[
 
     Wall = the whole; CPU = the sum of every task's; peak RSS = the largest task's.
     """
-    if step == "notifications":  # what the daily runs before END committed: their days' positives
+    if step == "notifications":  # what the daily runs before END committed: positives and trimmed frames
         _fresh(step_part, "notifications_earlier_days", root, days, workers)
     t = time.perf_counter()
     tasks = [_fresh(step_part, f"{step}_prepare", root, days, workers, None, shards)] if step == "notifications" else []

@@ -253,8 +253,8 @@ def window_arrays(tables: list[tuple[int, pa.Table]], cfg: NotificationSettings,
                   items: IdIndex) -> Window:
     """The window's pair keys and positives straight from Arrow, one partition at a time."""
     n_items = len(items.ids)
-    watched, recent_user, recent_item = [], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     none = np.zeros(0, np.int64)
+    watched, recent_user, recent_item = [], [none], [none]
     today_watched, today_played = none, none
     today = pd.DataFrame({"user_pos": none, "item_pos": none, "ts": none})
     for age, t in tables:

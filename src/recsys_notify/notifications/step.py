@@ -9,8 +9,9 @@ window; and the events of ``dt + 1`` when they exist, for evaluation.
 :func:`prepare` counts item popularity once (``item_popularity``, the one input every user shares:
 the earlier days' saved ``item_positives`` plus the events of ``dt``); :func:`run_part` chooses the
 messages of one shard of users, reading only their buckets of events, user medoids and delivery
-history, and commits the shard's partial outbox and feedback; :func:`finish` writes ``outbox``, ``delivery_log`` and
-``delivery_feedback`` of ``dt`` as one commit and logs counts, evaluation and lineage to MLflow;
+history, and commits the shard's partial outbox and feedback; :func:`finish` writes ``outbox``,
+``delivery_log`` and ``delivery_feedback`` of ``dt`` as one commit and logs counts, evaluation and
+lineage to MLflow;
 :func:`run` does all of it in one process (the CLI). The outbox does not depend on the shard count.
 """
 
@@ -213,7 +214,7 @@ def prepare(storage: Storage, settings: Settings, dt: date, params: dict[str, An
         read.append(lineage[("events", p.dt.isoformat())])
         counted += 1
     counts = arrays.sum_positives(days)
-    outputs, meta = _day_outputs(storage, settings, inputs, dt, days[-1])  # the window ends on dt: counted
+    outputs, meta = _day_outputs(storage, settings, inputs, lineage, dt, days[-1])  # the window ends on dt
     storage.write_many(dt, {**outputs, ITEM_POPULARITY.name: counts}, {"params": popularity_params(cfg)},
                        {**meta, ITEM_POPULARITY.name: {"inputs": read}})
     return {"items": len(counts), "positives": int(counts["positives"].sum()), "event_days_scanned": counted}
@@ -230,16 +231,16 @@ def commit_day(storage: Storage, settings: Settings, d: date) -> list[str]:
     if not inputs["events"].partitions and not inputs["frames"].partitions:
         raise MissingPartitionError(f"events and frames have no partition for {d}: nothing to derive")
     positives = [_positives(storage, p, cfg) for p in inputs["events"].partitions]
-    outputs, meta = _day_outputs(storage, settings, inputs, d, positives[0] if positives else None)
+    lineage = {(r["role"], r["dt"]): r for r in inputs.lineage()}
+    outputs, meta = _day_outputs(storage, settings, inputs, lineage, d, positives[0] if positives else None)
     storage.write_many(d, outputs, {"params": popularity_params(cfg)}, meta)
     return list(outputs)
 
 
-def _day_outputs(storage: Storage, settings: Settings, inputs: Inputs, d: date, positives: pd.DataFrame | None
-                 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def _day_outputs(storage: Storage, settings: Settings, inputs: Inputs, lineage: dict[tuple[str, str], Any],
+                 d: date, positives: pd.DataFrame | None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """``item_positives`` of ``d`` (given its ``positives``) and, when ``d`` has a frames partition, its
-    ``frames_trimmed``, each with its metadata."""
-    lineage = {(r["role"], r["dt"]): r for r in inputs.lineage()}
+    ``frames_trimmed``, each with its metadata (``lineage``: the inputs' records by role and date)."""
     outputs: dict[str, Any] = {}
     meta: dict[str, dict[str, Any]] = {}
     if positives is not None:
